@@ -1,0 +1,52 @@
+"""What every ``stages/*.py`` script shares: the argument parser, params loading, seeding, progress.
+
+A stage reads ``params.yaml`` (or ``--params``) and takes its paths from argv, exactly as written in
+``dvc.yaml``'s ``cmd``. Progress bars and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Iterable, Iterator, TypeVar
+
+from tqdm import tqdm
+
+from a2gnn.config import BaseConfig, load_params, seed_everything
+
+T = TypeVar("T")
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return parser
+
+
+def setup_stage(args: argparse.Namespace) -> tuple[dict[str, Any], BaseConfig]:
+    """Load params, seed every RNG and apply the ``base`` section (threads). Returns (params, base)."""
+    params = load_params(args.params)
+    base = BaseConfig.from_params(params.get("base"))
+    seed_everything(base.seed)
+    if base.torch_threads:
+        import torch
+
+        torch.set_num_threads(base.torch_threads)
+    return params, base
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+    """A tqdm progress bar on stderr (quiet when stderr is not a terminal, except start/end lines)."""
+    return iter(tqdm(iterable, desc=desc, total=total, file=sys.stderr, mininterval=2.0, dynamic_ncols=True))
+
+
+def run_stage(main, argv: list[str] | None = None) -> None:
+    """Run a stage's ``main``; known input/param errors print one clear line and exit with status 1."""
+    from a2gnn.config import ConfigError
+    from a2gnn.io import DataError
+
+    try:
+        main(argv)
+    except (DataError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,155 @@
+"""Typed configuration: ``params.yaml`` sections -> frozen dataclasses.
+
+Every module that has hyper-parameters declares a frozen dataclass deriving from :class:`Config`
+next to the code that uses it (the field comments name the paper's symbol). Stages build them
+with ``XConfig.from_params(params["section"])``, which rejects unknown keys, coerces lists to
+tuples and runs the class's ``validate()`` so out-of-range values fail before any work is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, has the wrong type or is out of range; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base class of all typed configs."""
+
+    #: params.yaml section name, used in error messages (override in subclasses).
+    SECTION: typing.ClassVar[str] = "?"
+
+    @classmethod
+    def from_params(cls: type[C], section: Mapping[str, Any] | None) -> C:
+        section = dict(section or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - names)
+        if unknown:
+            raise ConfigError(f"params.yaml [{cls.SECTION}]: unknown key(s) {unknown}; known: {sorted(names)}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in section.items():
+            kwargs[key] = _coerce(cls.SECTION, key, value, hints[key])
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ConfigError for out-of-range values. Subclasses extend this."""
+
+    def check(self, condition: bool, key: str, requirement: str) -> None:
+        """Helper for ``validate``: fail with a message naming ``section.key``."""
+        if not condition:
+            raise ConfigError(
+                f"params.yaml [{self.SECTION}] {key}={getattr(self, key)!r}: must be {requirement}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if isinstance(hint, type) and issubclass(hint, Config):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"params.yaml [{section}] {key}: expected a mapping, got {value!r}")
+        return hint.from_params(value)
+    if value is None:
+        if type(None) in args or hint is Any:
+            return None
+        raise ConfigError(f"params.yaml [{section}] {key}: may not be null")
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _coerce(section, key, value, non_none[0])
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params.yaml [{section}] {key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return tuple(_coerce(section, key, v, inner) for v in value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"params.yaml [{section}] {key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"params.yaml [{section}] {key}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"params.yaml [{section}] {key}: expected true/false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"params.yaml [{section}] {key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def load_params(path: os.PathLike | str = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml (the only place hyper-parameters come from)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file is missing")
+    with open(path) as fh:
+        params = yaml.safe_load(fh) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return params
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch, and ask torch for deterministic algorithms (CPU runs are exact)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency, but keep io-only use light
+        return
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig(Config):
+    """``base`` section: settings every stage shares."""
+
+    SECTION: typing.ClassVar[str] = "base"
+    seed: int = 0  # global RNG seed (python, numpy, torch)
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
+    workers: int = 2  # processes for per-image CPU work (GrabCut, CRF); 0 = run in this process
+    torch_threads: int = 0  # intra-op threads for torch; 0 = torch's default
+
+    def validate(self) -> None:
+        self.check(self.workers >= 0, "workers", ">= 0")
+        self.check(self.torch_threads >= 0, "torch_threads", ">= 0")
+        self.check(self.device == "cpu" or self.device.startswith("cuda"), "device", "'cpu' or 'cuda[:N]'")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig(Config):
+    """``dataset`` section: where the VOC-layout data lives and which splits to use."""
+
+    SECTION: typing.ClassVar[str] = "dataset"
+    root: str = "data"  # VOC-layout root (JPEGImages/, Annotations/, SegmentationClass/, ImageSets/)
+    train_split: str = "train"  # ImageSets/Segmentation/<train_split>.txt (VOC+SBD: train_aug)
+    val_split: str = "val"
+    segmentation_dir: str = "SegmentationClass"  # VOC+SBD: SegmentationClassAug
+    use_difficult: bool = True  # keep boxes flagged difficult in the XML

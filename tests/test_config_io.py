@@ -1,0 +1,89 @@
+import dataclasses
+import typing
+
+import numpy as np
+import pytest
+
+from a2gnn.config import BaseConfig, Config, ConfigError, load_params
+from a2gnn.io import DataError, atomic_dir, read_image, read_label, write_json, write_label
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner(Config):
+    SECTION: typing.ClassVar[str] = "inner"
+    depth: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer(Config):
+    SECTION: typing.ClassVar[str] = "outer"
+    rate: float = 0.1
+    sizes: tuple[int, ...] = (1, 2)
+    inner: _Inner = _Inner()
+    path: str | None = None
+
+    def validate(self):
+        self.check(0 < self.rate <= 1, "rate", "in (0, 1]")
+
+
+def test_config_coerces_and_nests():
+    cfg = _Outer.from_params({"rate": 1, "sizes": [3, 4], "inner": {"depth": 5}})
+    assert cfg.rate == 1.0 and isinstance(cfg.rate, float)
+    assert cfg.sizes == (3, 4)
+    assert cfg.inner == _Inner(depth=5)
+    assert cfg.path is None
+
+
+@pytest.mark.parametrize(
+    "section, fragment",
+    [({"rate": 2.0}, "rate"), ({"bogus": 1}, "bogus"), ({"sizes": 3}, "sizes"), ({"inner": {"depth": "x"}}, "depth")],
+)
+def test_config_rejects_bad_values_naming_the_key(section, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        _Outer.from_params(section)
+
+
+def test_base_config_ranges():
+    with pytest.raises(ConfigError, match="workers"):
+        BaseConfig.from_params({"workers": -1})
+    with pytest.raises(ConfigError, match="device"):
+        BaseConfig.from_params({"device": "tpu"})
+
+
+def test_load_params_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_label_png_round_trip_and_palette(tmp_path):
+    label = np.array([[0, 1, 255], [2, 3, 0]], dtype=np.uint8)
+    write_label(tmp_path / "a.png", label)
+    assert np.array_equal(read_label(tmp_path / "a.png"), label)
+
+
+def test_bad_images_name_the_file(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match="bad.jpg"):
+        read_image(bad)
+    with pytest.raises(DataError, match="missing"):
+        read_image(tmp_path / "none.jpg")
+
+
+def test_atomic_dir_leaves_nothing_on_failure_and_keeps_old_output(tmp_path):
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "x.txt").write_text("good")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "x.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert (out / "x.txt").read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_write_json_sorted_and_rounded(tmp_path):
+    write_json(tmp_path / "m.json", {"b": 0.123456789, "a": {"z": np.float32(0.5)}})
+    text = (tmp_path / "m.json").read_text()
+    assert text.index('"a"') < text.index('"b"')
+    assert "0.1235" in text
