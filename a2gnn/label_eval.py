@@ -1,0 +1,62 @@
+"""Evaluate a directory of label PNGs (seeds or pseudo labels) against a split's ground truth.
+
+Used by ``stages/evaluate_seeds.py`` and ``stages/evaluate_pseudo_labels.py``; the metric itself is
+:class:`a2gnn.evaluation.ConfusionMatrix`. Predictions are ``<label_dir>/<id>.png`` class-index maps
+(255 = unlabelled), one per image of the split.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from a2gnn.cli import progress
+from a2gnn.datasets.voc import VOCDataset
+from a2gnn.evaluation import ConfusionMatrix
+from a2gnn.io import IGNORE_INDEX, DataError, read_label
+
+
+def prediction_paths(dataset: VOCDataset, label_dir: os.PathLike | str) -> list[Path]:
+    """``<label_dir>/<id>.png`` for every image of the split; a missing one raises DataError naming it."""
+    label_dir = Path(label_dir)
+    if not label_dir.is_dir():
+        raise DataError(label_dir, "label directory is missing")
+    paths = [label_dir / f"{image_id}.png" for image_id in dataset.ids]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""
+        raise DataError(missing[0], f"prediction file is missing{more}")
+    return paths
+
+
+def check_label_values(path: Path, label: np.ndarray, num_classes: int) -> None:
+    """Raise DataError (naming ``path``) if a value is neither a class index nor IGNORE_INDEX."""
+    bad = (label >= num_classes) & (label != IGNORE_INDEX)
+    if bad.any():
+        value = int(label[bad][0])
+        raise DataError(path, f"label value {value} is not a class index (< {num_classes}) or {IGNORE_INDEX}")
+
+
+def evaluate_label_dir(
+    dataset: VOCDataset, label_dir: os.PathLike | str, desc: str | None = None
+) -> ConfusionMatrix:
+    """Accumulate the confusion matrix of ``<label_dir>/<id>.png`` vs ``dataset.semantic_gt(id)`` over the split.
+
+    Every prediction file is checked to exist before any is read; a prediction whose size differs from
+    its ground truth or that holds values outside {0..C-1, 255} raises DataError naming the file.
+    """
+    paths = prediction_paths(dataset, label_dir)
+    cm = ConfusionMatrix(dataset.num_classes)
+    items = zip(dataset.ids, paths)
+    for image_id, path in progress(items, desc=desc or f"eval {Path(label_dir).name}", total=len(paths)):
+        pred = read_label(path)
+        gt = dataset.semantic_gt(image_id)
+        if pred.shape != gt.shape:
+            sizes = f"{pred.shape[1]}x{pred.shape[0]} but ground truth is {gt.shape[1]}x{gt.shape[0]}"
+            raise DataError(path, f"prediction is {sizes}")
+        check_label_values(path, pred, dataset.num_classes)
+        check_label_values(dataset.root / dataset.segmentation_dir / f"{image_id}.png", gt, dataset.num_classes)
+        cm.update(gt, pred)
+    return cm

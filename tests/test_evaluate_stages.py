@@ -1,0 +1,158 @@
+"""stages/evaluate_seeds.py and stages/evaluate_pseudo_labels.py on a hand-made VOC-layout dataset."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from a2gnn.cli import run_stage
+from a2gnn.datasets.voc import VOCDataset
+from a2gnn.io import DataError, write_label
+from a2gnn.label_eval import evaluate_label_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("background", "cat", "dog")
+
+
+def load_stage(name):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def gt_maps():
+    a = np.zeros((4, 4), np.uint8)
+    a[:, 2:] = 1  # 8 background, 8 cat
+    b = np.full((2, 4), 2, np.uint8)
+    b[0, 0] = 255  # 7 valid dog pixels
+    return {"a": a, "b": b}
+
+
+def noisy_preds():
+    """Known confusion: bg tp 8 fp 4; cat tp 4 fn 4; dog tp 3, 4 unlabelled, 1 on an ignore pixel."""
+    a = np.zeros((4, 4), np.uint8)
+    a[:, 3] = 1
+    b = np.full((2, 4), 255, np.uint8)
+    b[0] = 2
+    return {"a": a, "b": b}
+
+
+# hand-computed from the confusion above
+EXPECTED = {
+    "miou": (8 / 12 + 4 / 8 + 3 / 7) / 3,
+    "miou_labelled": (8 / 12 + 4 / 8 + 3 / 3) / 3,
+    "precision": 15 / 19,
+    "recall": 15 / 23,
+    "coverage": 19 / 23,
+    "per_class_iou": {"background": 8 / 12, "cat": 4 / 8, "dog": 3 / 7},
+}
+
+
+def write_dir(path: Path, maps):
+    for image_id, label in maps.items():
+        write_label(path / f"{image_id}.png", label)
+
+
+@pytest.fixture
+def voc(tmp_path):
+    root = tmp_path / "data"
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a\nb\n")
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    write_dir(root / "SegmentationClass", gt_maps())
+    (tmp_path / "params.yaml").write_text("base:\n  seed: 0\n  workers: 0\ndataset:\n  train_split: train\n")
+    write_dir(tmp_path / "M_I", noisy_preds())
+    write_dir(tmp_path / "seeds" / "M_B", gt_maps())
+    write_dir(tmp_path / "seeds" / "M_F", noisy_preds())
+    write_dir(tmp_path / "seeds" / "M_g", {k: np.full_like(v, 255) for k, v in gt_maps().items()})
+    return tmp_path
+
+
+def assert_summary(summary, expected):
+    for key in ("miou", "miou_labelled", "precision", "recall", "coverage"):
+        assert summary[key] == pytest.approx(expected[key], abs=1e-4), key
+    for name, value in expected["per_class_iou"].items():
+        assert summary["per_class_iou"][name] == pytest.approx(value, abs=1e-4), name
+
+
+def test_evaluate_label_dir_known_iou(voc):
+    cm = evaluate_label_dir(VOCDataset(voc / "data"), voc / "M_I")
+    assert_summary(cm.summary(CLASSES), EXPECTED)
+
+
+def test_evaluate_seeds_stage(voc):
+    out = voc / "metrics" / "seeds.json"
+    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), str(voc / "M_I"), str(voc / "seeds"), str(out)]
+    run_stage(load_stage("evaluate_seeds").main, argv)
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"M_I", "M_B", "M_F", "M_g", "num_images"}
+    assert metrics["num_images"] == 2
+    assert_summary(metrics["M_I"], EXPECTED)
+    assert_summary(metrics["M_F"], EXPECTED)
+    assert metrics["M_B"]["miou"] == 1.0 and metrics["M_B"]["precision"] == 1.0
+    assert metrics["M_g"]["coverage"] == 0.0 and metrics["M_g"]["miou"] == 0.0
+
+
+def test_evaluate_pseudo_labels_stage(voc):
+    out = voc / "pseudo.json"
+    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), str(out),
+            f"a2gnn={voc / 'seeds' / 'M_B'}", f"rw={voc / 'M_I'}"]
+    run_stage(load_stage("evaluate_pseudo_labels").main, argv)
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"a2gnn", "rw", "miou", "num_images"}
+    assert metrics["miou"] == metrics["a2gnn"]["miou"] == 1.0
+    assert_summary(metrics["rw"], EXPECTED)
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=dir", "miou=dir"])
+def test_pseudo_labels_bad_argument(voc, bad):
+    with pytest.raises(SystemExit) as exc:
+        load_stage("evaluate_pseudo_labels").main(["--params", str(voc / "params.yaml"), str(voc / "data"),
+                                                   str(voc / "x.json"), bad])
+    assert exc.value.code == 2
+
+
+def test_missing_prediction_names_file_and_writes_nothing(voc, capsys):
+    (voc / "seeds" / "M_F" / "b.png").unlink()
+    out = voc / "metrics" / "seeds.json"
+    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), str(voc / "M_I"), str(voc / "seeds"), str(out)]
+    with pytest.raises(SystemExit) as exc:
+        run_stage(load_stage("evaluate_seeds").main, argv)
+    assert exc.value.code == 1
+    assert str(Path("M_F") / "b.png") in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_prediction_as_script(voc):
+    (voc / "M_I" / "a.png").unlink()
+    out = voc / "pseudo.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "evaluate_pseudo_labels.py"), "--params", str(voc / "params.yaml"),
+         str(voc / "data"), str(out), f"m_i={voc / 'M_I'}"],
+        capture_output=True, text=True, cwd=voc,
+    )
+    assert proc.returncode == 1
+    assert str(voc / "M_I" / "a.png") in proc.stderr and "missing" in proc.stderr
+    assert not out.exists()
+
+
+def test_wrong_size_and_bad_values_name_the_file(voc):
+    dataset = VOCDataset(voc / "data")
+    write_label(voc / "M_I" / "b.png", np.zeros((3, 4), np.uint8))
+    with pytest.raises(DataError, match="b.png.*3"):
+        evaluate_label_dir(dataset, voc / "M_I")
+    bad = np.zeros((2, 4), np.uint8)
+    bad[1, 1] = 9  # not a class of this 3-class dataset, not 255
+    write_label(voc / "M_I" / "b.png", bad)
+    with pytest.raises(DataError, match="b.png.*9"):
+        evaluate_label_dir(dataset, voc / "M_I")
+
+
+def test_missing_label_directory(voc):
+    with pytest.raises(DataError, match="nowhere"):
+        evaluate_label_dir(VOCDataset(voc / "data"), voc / "nowhere")
