@@ -1,0 +1,246 @@
+r"""The A²GNN network (paper §4.4, Eq. 16-19) and its hyper-parameters (§5).
+
+.. math::
+    H^1 = \mathrm{ReLU}(X W^0) \;\text{(Eq. 16)}, \quad
+    H^{l+1} = P^l H^l,\; l = 1..L \;\text{(Eq. 17-18)}, \quad
+    O = \mathrm{softmax}(H^{L+1} W^{L+1}) \;\text{(Eq. 19)}
+
+with dropout after the embedding layer and no biases (as the authors). Two modules compute the same
+function:
+
+* :class:`A2GNN` - one graph, plain ``(D, F)`` parameters (the paper's "one fresh model per image");
+* :class:`BatchedA2GNN` - B graphs at once with every parameter stacked along a leading image dimension
+  (``W^0`` is ``(B, D, F)``), nodes padded to ``(B, N_max, D)`` for the dense products and the B graphs
+  joined block-diagonally for the sparse ones. Image b only ever touches slice b of every parameter, so
+  the sum of per-image losses gives each slice exactly its own image's gradient.
+
+Both draw their initial parameters with :func:`init_parameters` from a per-image generator, so
+``BatchedA2GNN`` slice b equals ``A2GNN`` built from the same generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+import torch
+from torch import Tensor, nn
+
+from a2gnn.config import Config
+from a2gnn.gnn.layers import EdgeCSR, affinity_attention, propagate
+
+LAYER_TYPES = ("a2gnn", "agnn", "gcn")
+CONSISTENCY_SCALES = ("background", "absolute")
+
+
+@dataclasses.dataclass(frozen=True)
+class GNNConfig(Config):
+    """``gnn`` section: the A²GNN network and its training (paper §4.4-4.5, §5)."""
+
+    SECTION: typing.ClassVar[str] = "gnn"
+    # --- network (Eq. 16-19) ---
+    hidden: int = 256  # output channels of W^0 and of the attention layers (§5)
+    layers: int = 3  # L, number of affinity attention layers (§4.4)
+    dropout: float = 0.5  # dropout rate after the embedding layer H^1 (§5)
+    beta: float = 10.0  # β of Eq. 18 (paper leaves it; the authors' code fixes 10)
+    # layer kind (Fig. 7): "a2gnn" = Eq. 18; "agnn" = softmax(w·cos) over S(i) (AGNN, no edge term);
+    # "gcn" = ReLU(D^-1/2 E D^-1/2 H W^l) with a weight per layer (Kipf & Welling, on the affinity edges)
+    layer_type: str = "a2gnn"
+    use_cos_term: bool = True  # Table 4(d): keep the attention term w·cos of Eq. 18 (false = affinity only)
+    use_edge_term: bool = True  # Table 4(d): keep the affinity term β[cos>0]E_ij of Eq. 18 (false = cos only)
+    # softmax of Eq. 19 only over background + the image's box classes (other classes get probability 0);
+    # the paper does not say, but the image's classes are known from its boxes
+    restrict_to_image_labels: bool = True
+    # --- optimisation (§5) ---
+    lr: float = 0.03  # Adam learning rate
+    weight_decay: float = 5e-4  # Adam weight decay (L2 added to the gradient)
+    epochs: int = 100  # total epochs (= optimisation steps on the full graph)
+    first_phase_epochs: int = 50  # epochs without L_reg and consistency checking (§5, first stage)
+    # --- loss (Eq. 20-26) ---
+    lambda_reg: float = 0.01  # λ_1 of Eq. 20, weight of L_reg
+    use_mp: bool = True  # add L_mp (Eq. 26) in both phases
+    use_reg: bool = True  # add λ_1 L_reg (Eq. 22) in the second phase
+    # false: Eq. 21 (mean over V^l); true: bg and fg seeds averaged separately, then summed (authors' code)
+    class_balanced_ce: bool = False
+    mp_unique_nodes: bool = True  # K_j of Eq. 24 as a set (a node picked by a row and a column counts once)
+    # --- consistency checking (Eq. 27-28) ---
+    use_consistency: bool = True  # apply Eq. 28 in the second phase
+    # keep a seed of a box's class inside the box only if its cosine distance d = 1 - cos to the box prototype
+    # (Eq. 27) is <= tau (Eq. 28 as printed, keep if d > 0, removes nothing useful; see consistency.py):
+    # "absolute": tau = consistency_threshold; "background": tau = consistency_threshold * d(prototype, mean
+    # feature of the image's nodes outside every box), a scale-free "nearer to the object than halfway to the
+    # background" for the default 0.5
+    consistency_scale: str = "background"
+    consistency_threshold: float = 0.5
+    consistency_cumulative: bool = False  # false: each iteration filters the ORIGINAL M_g; true: removals accumulate
+    # --- batching (no effect on the result, only on speed) ---
+    batch_images: int = 16  # images optimised together (stacked per-image parameters)
+
+    def validate(self) -> None:
+        self.check(self.hidden >= 1, "hidden", ">= 1")
+        self.check(self.layers >= 0, "layers", ">= 0")
+        self.check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)")
+        self.check(self.beta >= 0.0, "beta", ">= 0")
+        self.check(self.layer_type in LAYER_TYPES, "layer_type", f"one of {LAYER_TYPES}")
+        self.check(self.use_cos_term or self.use_edge_term, "use_cos_term", "true when use_edge_term is false")
+        self.check(self.lr > 0.0, "lr", "> 0")
+        self.check(self.weight_decay >= 0.0, "weight_decay", ">= 0")
+        self.check(self.epochs >= 1, "epochs", ">= 1")
+        self.check(0 <= self.first_phase_epochs <= self.epochs, "first_phase_epochs", "in [0, epochs]")
+        self.check(self.lambda_reg >= 0.0, "lambda_reg", ">= 0")
+        self.check(self.consistency_scale in CONSISTENCY_SCALES, "consistency_scale", f"one of {CONSISTENCY_SCALES}")
+        self.check(self.consistency_threshold >= 0.0, "consistency_threshold", ">= 0")
+        self.check(self.batch_images >= 1, "batch_images", ">= 1")
+
+    @property
+    def attention_terms(self) -> tuple[bool, bool]:
+        """(use_cos_term, use_edge_term) of the attention layers; "agnn" drops the edge term."""
+        if self.layer_type == "agnn":
+            return True, False
+        return self.use_cos_term, self.use_edge_term
+
+
+def glorot(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    """Glorot/Xavier-uniform matrix U(-a, a), a = sqrt(6 / (fan_in + fan_out)) over the last two dims."""
+    a = math.sqrt(6.0 / (shape[-2] + shape[-1]))
+    return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * a
+
+
+def init_parameters(in_dim: int, num_classes: int, cfg: GNNConfig,
+                    generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Initial parameters of one image's network, drawn in a fixed order from ``generator``.
+
+    W^0 (D, F) and W^{L+1} (F, C) Glorot-uniform (the paper does not say; this is GCN's choice), the
+    attention scalars w^l (L,) uniform in [0, 1] (authors' code), and for ``layer_type="gcn"`` the layer
+    weights (L, F, F) Glorot-uniform. Always drawn in the order W^0, w, [gcn weights], W^{L+1}.
+    """
+    params = {
+        "W0": glorot((in_dim, cfg.hidden), generator),
+        "w": torch.rand((cfg.layers,), generator=generator),
+    }
+    if cfg.layer_type == "gcn":
+        params["gcn_weight"] = glorot((cfg.layers, cfg.hidden, cfg.hidden), generator)
+    params["W_out"] = glorot((cfg.hidden, num_classes), generator)
+    return params
+
+
+def draw_dropout_mask(shape: tuple[int, ...], rate: float, generator: torch.Generator | None) -> Tensor:
+    """Inverted-dropout mask: 1/(1-rate) with probability 1-rate, else 0 (so E[mask] = 1)."""
+    keep = 1.0 - rate
+    return (torch.rand(shape, generator=generator) < keep).to(torch.float32) / keep
+
+
+def embedding(x: Tensor, W0: Tensor) -> Tensor:
+    r"""Eq. (16): :math:`H^1 = \mathrm{ReLU}(X W^0)` (no bias).
+
+    Shapes: x (N, D), W0 (D, F) -> (N, F); batched x (B, N, D), W0 (B, D, F) -> (B, N, F).
+    """
+    return torch.relu(torch.matmul(x, W0))
+
+
+def output_log_probs(h: Tensor, W_out: Tensor, class_mask: Tensor | None = None) -> Tensor:
+    r"""Eq. (19) in log space: :math:`\log O = \log\mathrm{softmax}(H^{L+1} W^{L+1})` (no bias).
+
+    ``class_mask`` (allowed classes) sets the other classes' logits to -inf, so the softmax runs over the
+    allowed classes only and the others get probability exactly 0.
+
+    Shapes: h (N, F), W_out (F, C), class_mask (C,) bool -> (N, C);
+    batched h (B, N, F), W_out (B, F, C), class_mask (B, C) -> (B, N, C).
+    """
+    logits = torch.matmul(h, W_out)
+    if class_mask is not None:
+        logits = logits.masked_fill(~class_mask.unsqueeze(-2), float("-inf"))
+    return torch.log_softmax(logits, dim=-1)
+
+
+def gcn_edge_values(csr: EdgeCSR, edge_weight: Tensor) -> Tensor:
+    r"""Symmetric GCN normalisation of the weighted graph: :math:`E_{ij} / \sqrt{d_i d_j}`, :math:`d_i = \sum_j E_{ij}`.
+
+    Shapes: edge_weight (E,) CSR order -> (E,).
+    """
+    deg = edge_weight.new_zeros(csr.num_nodes).index_add(0, csr.row, edge_weight)
+    inv = deg.clamp_min(torch.finfo(edge_weight.dtype).tiny).rsqrt()
+    return edge_weight * inv[csr.row] * inv[csr.col]
+
+
+class A2GNN(nn.Module):
+    r"""A²GNN for one graph: embedding (Eq. 16), dropout, L attention layers (Eq. 17-18), output (Eq. 19).
+
+    ``forward(x, csr, edge_weight, dropout_mask=None, class_mask=None) -> (log O, H^{L+1})``.
+    Dropout is applied only when a ``dropout_mask`` is given (the trainer draws it from the image's own
+    generator; see :func:`draw_dropout_mask`), so ``model(...)`` without one is the evaluation pass.
+
+    Shapes: x (N, D), edge_weight (E,) CSR order, dropout_mask (N, F), class_mask (C,) ->
+    log O (N, C), H^{L+1} (N, F).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: GNNConfig, generator: torch.Generator | None = None):
+        super().__init__()
+        self.cfg = cfg
+        use_cos, use_edge = cfg.attention_terms
+        p = init_parameters(in_dim, num_classes, cfg, generator)
+        self.W0 = nn.Parameter(p["W0"])
+        self.w = nn.Parameter(p["w"])  # w^l of Eq. 18, one scalar per layer
+        self.gcn_weight = nn.Parameter(p["gcn_weight"]) if "gcn_weight" in p else None
+        self.W_out = nn.Parameter(p["W_out"])
+        self.use_cos, self.use_edge = use_cos, use_edge
+
+    def forward(self, x: Tensor, csr: EdgeCSR, edge_weight: Tensor, dropout_mask: Tensor | None = None,
+                class_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h = embedding(x, self.W0)
+        if dropout_mask is not None:
+            h = h * dropout_mask
+        if self.gcn_weight is not None:
+            norm = gcn_edge_values(csr, edge_weight)
+            for l in range(self.cfg.layers):
+                h = torch.relu(propagate(csr, norm, h) @ self.gcn_weight[l])
+        else:
+            for l in range(self.cfg.layers):
+                h = affinity_attention(h, csr, edge_weight, self.w[l], self.cfg.beta, self.use_cos, self.use_edge)
+        return output_log_probs(h, self.W_out, class_mask), h
+
+
+class BatchedA2GNN(nn.Module):
+    r"""B independent A²GNNs evaluated together; slice b of every parameter belongs to image b.
+
+    Parameters: W0 (B, D, F), w (B, L), gcn_weight (B, L, F, F) or None, W_out (B, F, C); slice b is
+    :func:`init_parameters` drawn from ``generators[b]``.
+
+    ``forward(x, csr, edge_weight, edge_image, dropout_mask=None, class_mask=None) -> (log O, H^{L+1})``
+    where the nodes are padded per image (node n of image b has flat id b * N_max + n) and ``csr`` joins
+    the B graphs block-diagonally over the B * N_max flat nodes (padding nodes have no edges).
+
+    Shapes: x (B, N_max, D), edge_weight (E,) CSR order, edge_image (E,) image of each edge,
+    dropout_mask (B, N_max, F), class_mask (B, C) -> log O (B * N_max, C), H^{L+1} (B * N_max, F).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, cfg: GNNConfig, generators: list[torch.Generator]):
+        super().__init__()
+        self.cfg = cfg
+        self.use_cos, self.use_edge = cfg.attention_terms
+        per_image = [init_parameters(in_dim, num_classes, cfg, g) for g in generators]
+        stacked = {k: torch.stack([p[k] for p in per_image]) for k in per_image[0]}
+        self.W0 = nn.Parameter(stacked["W0"])
+        self.w = nn.Parameter(stacked["w"])
+        self.gcn_weight = nn.Parameter(stacked["gcn_weight"]) if "gcn_weight" in stacked else None
+        self.W_out = nn.Parameter(stacked["W_out"])
+
+    def forward(self, x: Tensor, csr: EdgeCSR, edge_weight: Tensor, edge_image: Tensor,
+                dropout_mask: Tensor | None = None, class_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        b, n_max, _ = x.shape
+        h = embedding(x, self.W0)
+        if dropout_mask is not None:
+            h = h * dropout_mask
+        h = h.reshape(b * n_max, -1)
+        if self.gcn_weight is not None:
+            norm = gcn_edge_values(csr, edge_weight)
+            for l in range(self.cfg.layers):
+                agg = propagate(csr, norm, h).view(b, n_max, -1)
+                h = torch.relu(torch.bmm(agg, self.gcn_weight[:, l])).reshape(b * n_max, -1)
+        else:
+            for l in range(self.cfg.layers):
+                w_e = self.w[:, l][edge_image]
+                h = affinity_attention(h, csr, edge_weight, w_e, self.cfg.beta, self.use_cos, self.use_edge)
+        log_probs = output_log_probs(h.view(b, n_max, -1), self.W_out, class_mask)
+        return log_probs.reshape(b * n_max, -1), h
