@@ -30,6 +30,9 @@ class DataError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # picklable, so it crosses process boundaries (parallel_map workers) intact
+        return (type(self), (self.path, self.problem))
+
 
 def voc_palette(num_entries: int = 256) -> np.ndarray:
     """The standard PASCAL VOC colour map (bit-interleaved class index), shape (num_entries, 3) uint8."""

@@ -20,7 +20,8 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, desc: s
     items = list(items)
     if workers <= 1 or len(items) <= 1:
         return [fn(x) for x in progress(items, desc=desc, total=len(items))]
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["numpy", "cv2", "torch", "a2gnn.parallel"])
     with ctx.Pool(processes=min(workers, len(items)), initializer=_single_thread) as pool:
         return list(progress(pool.imap(fn, items, chunksize=1), desc=desc, total=len(items)))
 

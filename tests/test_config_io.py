@@ -87,3 +87,20 @@ def test_write_json_sorted_and_rounded(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert text.index('"a"') < text.index('"b"')
     assert "0.1235" in text
+
+
+def test_data_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(DataError("a/b.png", "broken")))
+    assert isinstance(err, DataError) and err.path == "a/b.png" and "broken" in str(err)
+
+
+def _square(x):
+    return x * x
+
+
+def test_parallel_map_preserves_order_with_processes():
+    from a2gnn.parallel import parallel_map
+
+    assert parallel_map(_square, list(range(7)), workers=2) == [x * x for x in range(7)]

@@ -1,0 +1,223 @@
+r"""Box seeds :math:`M_B` from GrabCut, Eq. (2)-(3) of A2GNN.
+
+Zhang et al., "Affinity Attention Graph Neural Network for Weakly Supervised Semantic
+Segmentation", TPAMI (arXiv:2106.04054), section 3.
+
+For every box :math:`B_k` with class :math:`L_{B_k}`, GrabCut (Rother et al., 2004; ``cv2.grabCut``
+initialised from the box rectangle, as in SDI) separates the object from the rest of the box:
+
+.. math::
+
+    M_{B_k}(i) = \begin{cases} L_{B_k}, & i \in B_k \text{ and } \mathrm{Grab}(i) \neq c_0 \\
+                 255, & \text{else} \end{cases}                                   \quad (2)
+
+    M_B(i) = \begin{cases} c_0 = 0, & i \notin B = \bigcup_k B_k \\
+             M_{B_k}(i), & i \in B \end{cases}                                    \quad (3)
+
+Choices the paper leaves open (each documented where it is made):
+
+* **Fallbacks** (SDI): if GrabCut finds no foreground in the box, or its foreground covers less than
+  ``min_box_iou`` IoU of the box, the whole box counts as object. Because the GrabCut mask lies inside
+  the box, that IoU is simply the fraction of the box it fills. Boxes narrower or shorter than
+  ``min_box_side`` pixels skip GrabCut (whole box), and so does a box that leaves no pixel of the image
+  outside it (GrabCut needs background pixels to fit its background colour model).
+* **Overlapping boxes** (Eq. 3 does not say which :math:`B_k` a pixel in several boxes takes): boxes are
+  painted from the largest area to the smallest, so smaller objects are cut out of larger ones — where
+  several boxes claim a pixel as object, the smallest box wins (ties in area: the later box of the
+  annotation wins). A pixel inside some box that no box claims as object is 255 (unknown), even if it
+  lies in the background of a smaller box and in the object of none.
+* **Determinism**: OpenCV's RNG (used by GrabCut's k-means initialisation) is re-seeded before every box
+  with ``image_seed(base_seed, image_id) + k``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import typing
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from a2gnn.config import Config
+from a2gnn.datasets.voc import Annotation, Box, VOCDataset
+from a2gnn.io import IGNORE_INDEX, read_image, write_label
+from a2gnn.parallel import parallel_map
+
+BACKGROUND = 0
+"""Class index of the background c_0."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GrabCutConfig(Config):
+    """``grabcut`` section: the GrabCut operator Grab(.) of Eq. (2) and its SDI fallbacks."""
+
+    SECTION: typing.ClassVar[str] = "grabcut"
+    iterations: int = 5  # EM iterations of Grab(.) in Eq. (2) (SDI: 5)
+    min_box_iou: float = 0.15  # GrabCut mask with IoU < this against B_k -> the whole B_k is object (SDI: 0.15)
+    min_box_side: int = 4  # B_k narrower or shorter than this (pixels) skips GrabCut -> the whole B_k is object
+
+    def validate(self) -> None:
+        self.check(self.iterations >= 1, "iterations", ">= 1")
+        self.check(0.0 <= self.min_box_iou <= 1.0, "min_box_iou", "in [0, 1]")
+        self.check(self.min_box_side >= 1, "min_box_side", ">= 1")
+
+
+def image_seed(base_seed: int, image_id: str) -> int:
+    """Per-image RNG seed: stable across runs, processes and split orderings (CRC32 of the id)."""
+    return (base_seed + zlib.crc32(image_id.encode("utf-8"))) % (2**31 - 1)
+
+
+def box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels of one box B_k. Shapes: -> (H, W) bool."""
+    mask = np.zeros(shape, dtype=bool)
+    mask[box.y1 : box.y2, box.x1 : box.x2] = True
+    return mask
+
+
+def box_union_mask(boxes: Sequence[Box], shape: tuple[int, int]) -> np.ndarray:
+    """The set B = union of all boxes (Eq. 3-4). Shapes: -> (H, W) bool."""
+    mask = np.zeros(shape, dtype=bool)
+    for box in boxes:
+        mask[box.y1 : box.y2, box.x1 : box.x2] = True
+    return mask
+
+
+def paint_order(boxes: Sequence[Box]) -> list[int]:
+    """Box indices from the largest area to the smallest (stable: equal areas keep annotation order).
+
+    Painting in this order lets smaller boxes overwrite larger ones (the overlap rule of Eq. 3).
+    """
+    return sorted(range(len(boxes)), key=lambda k: -boxes[k].area)
+
+
+def box_owner_map(boxes: Sequence[Box], shape: tuple[int, int]) -> np.ndarray:
+    """For each pixel, the index of the smallest box containing it (-1 outside every box).
+
+    Ties in area go to the later box of the annotation, as in :func:`compose_box_seeds`.
+    Shapes: -> (H, W) int64.
+    """
+    owner = np.full(shape, -1, dtype=np.int64)
+    for k in paint_order(boxes):
+        box = boxes[k]
+        owner[box.y1 : box.y2, box.x1 : box.x2] = k
+    return owner
+
+
+def run_grabcut(image: np.ndarray, box: Box, iterations: int, seed: int) -> np.ndarray:
+    """Grab(.) of Eq. (2): raw ``cv2.grabCut`` foreground (GC_FGD | GC_PR_FGD) of one box, no fallbacks.
+
+    Initialised with GC_INIT_WITH_RECT from the box, so every pixel outside the box is definite
+    background and the result lies inside the box. The channel order of ``image`` does not matter
+    (GrabCut's colour models are symmetric in the channels). The box must leave at least one image
+    pixel outside it (OpenCV needs background samples). Shapes: image (H, W, 3) uint8 -> (H, W) bool.
+    """
+    height, width = image.shape[:2]
+    mask = np.zeros((height, width), dtype=np.uint8)
+    bgd_model = np.zeros((1, 65), dtype=np.float64)
+    fgd_model = np.zeros((1, 65), dtype=np.float64)
+    cv2.setRNGSeed(int(seed))
+    cv2.grabCut(
+        np.ascontiguousarray(image), mask, (box.x1, box.y1, box.width, box.height),
+        bgd_model, fgd_model, iterations, cv2.GC_INIT_WITH_RECT,
+    )
+    return ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)) & box_mask(box, (height, width))
+
+
+def grabcut_box_mask(image: np.ndarray, box: Box, cfg: GrabCutConfig, seed: int = 0) -> np.ndarray:
+    """Object pixels of one box B_k (the support of Eq. 2), with the SDI fallbacks.
+
+    Whole box when: the box is smaller than ``cfg.min_box_side`` on a side; the box covers the whole
+    image (no background to model); GrabCut finds no foreground; or the foreground's IoU with the box
+    (= its area / the box area, since it lies inside the box) is below ``cfg.min_box_iou``.
+    Shapes: image (H, W, 3) uint8 -> (H, W) bool, True only inside the box.
+    """
+    shape = image.shape[:2]
+    whole = box_mask(box, shape)
+    if min(box.width, box.height) < cfg.min_box_side or box.area >= shape[0] * shape[1]:
+        return whole
+    fg = run_grabcut(image, box, cfg.iterations, seed)
+    n_fg = int(fg.sum())
+    if n_fg == 0 or n_fg < cfg.min_box_iou * box.area:
+        return whole
+    return fg
+
+
+def compose_box_seeds(masks: Sequence[np.ndarray], boxes: Sequence[Box], shape: tuple[int, int]) -> np.ndarray:
+    """Eq. (2)-(3): per-box object masks -> M_B.
+
+    Outside every box: c_0 = 0 (Eq. 3). Inside the union of boxes: L_{B_k} where box k's mask says
+    object, painting boxes from the largest to the smallest so that the smallest box claiming a pixel
+    wins (ties: later box in annotation order); inside-box pixels no box claims: 255.
+    Shapes: masks M x (H, W) bool, boxes M -> (H, W) uint8.
+    """
+    if len(masks) != len(boxes):
+        raise ValueError(f"{len(masks)} masks for {len(boxes)} boxes")
+    m_b = np.full(shape, BACKGROUND, dtype=np.uint8)
+    m_b[box_union_mask(boxes, shape)] = IGNORE_INDEX
+    for k in paint_order(boxes):
+        m_b[masks[k]] = boxes[k].label
+    return m_b
+
+
+def box_seeds(image: np.ndarray, annotation: Annotation, cfg: GrabCutConfig, seed: int = 0) -> np.ndarray:
+    """M_B of one image (Eq. 2-3). Box k's GrabCut uses RNG seed ``seed + k``.
+
+    Shapes: image (H, W, 3) uint8 -> (H, W) uint8 (0 background, 1.. classes, 255 unknown).
+    """
+    shape = image.shape[:2]
+    if shape != (annotation.height, annotation.width):
+        raise ValueError(f"image is {shape[1]}x{shape[0]}, annotation says {annotation.width}x{annotation.height}")
+    masks = [grabcut_box_mask(image, box, cfg, seed + k) for k, box in enumerate(annotation.boxes)]
+    return compose_box_seeds(masks, annotation.boxes, shape)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dataset-level driver used by stages/grabcut.py
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxSeedJob:
+    """One image to process: where its pixels are, its (validated) boxes, and its RNG seed."""
+
+    image_path: Path
+    annotation: Annotation
+    seed: int
+
+
+def plan_box_seeds(dataset: VOCDataset, base_seed: int) -> list[BoxSeedJob]:
+    """Validate every input of the split before any work: each annotation parses (known classes, boxes
+    inside the image, non-zero area, at least one object) and each image decodes with the annotated size.
+    Raises DataError naming the first bad file. Done in the calling process so that errors are reported
+    before GrabCut starts and never have to cross a process boundary.
+    """
+    jobs = []
+    for image_id in dataset.ids:
+        dataset.image(image_id)  # decodes and checks the size against the annotation
+        ann = dataset.annotation(image_id)
+        jobs.append(BoxSeedJob(dataset.image_path(image_id), ann, image_seed(base_seed, image_id)))
+    return jobs
+
+
+def write_box_seeds(jobs: Sequence[BoxSeedJob], cfg: GrabCutConfig, out_dir: Path, workers: int) -> list[float]:
+    """Run :func:`run_box_seed_job` for every job over ``workers`` processes; returns seconds per image.
+
+    OpenCV's own thread pool is reduced to one thread first: GrabCut gains little from it, and a pool
+    started in this process before ``parallel_map`` forks can deadlock the forked workers (their
+    ``cv2.setNumThreads(1)`` waits on threads that do not exist after the fork).
+    """
+    cv2.setNumThreads(1)
+    task = functools.partial(run_box_seed_job, cfg=cfg, out_dir=Path(out_dir))
+    return parallel_map(task, list(jobs), workers, desc="grabcut")
+
+
+def run_box_seed_job(job: BoxSeedJob, cfg: GrabCutConfig, out_dir: Path) -> float:
+    """Compute M_B for one validated image and write ``out_dir/<id>.png``; returns the seconds spent."""
+    start = time.perf_counter()
+    m_b = box_seeds(read_image(job.image_path), job.annotation, cfg, job.seed)
+    write_label(Path(out_dir) / f"{job.annotation.image_id}.png", m_b)
+    return time.perf_counter() - start

@@ -1,0 +1,143 @@
+"""Box seeds M_B, Eq. (2)-(3): GrabCut per box, SDI fallbacks, overlap rule."""
+
+import numpy as np
+import pytest
+
+from a2gnn.config import ConfigError
+from a2gnn.datasets.voc import Annotation, Box
+from a2gnn.seeds import grabcut as gc
+from a2gnn.seeds.grabcut import (
+    GrabCutConfig,
+    box_owner_map,
+    box_seeds,
+    box_union_mask,
+    compose_box_seeds,
+    grabcut_box_mask,
+    run_grabcut,
+)
+
+CFG = GrabCutConfig()
+
+
+def disc_image(size=80, centre=(40, 36), radius=18, noise=12, seed=0):
+    """A red disc on a green background with pixel noise; returns (image, disc mask)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
+    img = np.empty((size, size, 3), dtype=np.int64)
+    img[:] = (40, 130, 50)
+    img[disc] = (210, 40, 40)
+    img += rng.integers(-noise, noise + 1, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), disc
+
+
+def test_grabcut_recovers_disc():
+    img, disc = disc_image()
+    box = Box(36 - 24, 40 - 24, 36 + 24, 40 + 24, label=3)  # disc plus a margin of background
+    mask = grabcut_box_mask(img, box, CFG, seed=0)
+    assert mask.shape == disc.shape and mask.dtype == bool
+    inter = (mask & disc).sum()
+    assert inter / disc.sum() > 0.95  # recall of the object
+    assert inter / (mask | disc).sum() > 0.9  # IoU with the object, not the whole box
+    assert not mask[~gc.box_mask(box, disc.shape)].any()  # never outside the box
+
+
+def test_grabcut_is_deterministic():
+    img, _ = disc_image(noise=60)
+    box = Box(10, 12, 64, 70, label=1)
+    assert np.array_equal(grabcut_box_mask(img, box, CFG, 7), grabcut_box_mask(img, box, CFG, 7))
+
+
+def test_no_foreground_falls_back_to_whole_box():
+    img = np.full((40, 40, 3), 100, dtype=np.uint8)  # nothing distinguishes the box from the rest
+    box = Box(10, 5, 30, 25, label=2)
+    assert run_grabcut(img, box, CFG.iterations, 0).sum() == 0
+    assert np.array_equal(grabcut_box_mask(img, box, CFG), gc.box_mask(box, (40, 40)))
+
+
+def test_low_iou_falls_back_to_whole_box():
+    img, disc = disc_image(size=80, radius=4, noise=0)  # small object in a big box
+    box = Box(4, 4, 76, 76, label=2)
+    raw = run_grabcut(img, box, CFG.iterations, 0)
+    assert 0 < raw.sum() < CFG.min_box_iou * box.area  # GrabCut found something, but too little
+    assert np.array_equal(grabcut_box_mask(img, box, CFG), gc.box_mask(box, (80, 80)))
+    loose = GrabCutConfig(min_box_iou=0.0)
+    assert np.array_equal(grabcut_box_mask(img, box, loose), raw)
+
+
+@pytest.mark.parametrize("box", [Box(5, 5, 8, 30, 1), Box(5, 5, 30, 7, 1), Box(0, 0, 40, 40, 1)])
+def test_tiny_or_whole_image_box_skips_grabcut(box, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("GrabCut must not run on a degenerate box")
+
+    monkeypatch.setattr(gc, "run_grabcut", fail)
+    img, _ = disc_image(size=40, centre=(20, 20), radius=8)
+    assert np.array_equal(grabcut_box_mask(img, box, CFG), gc.box_mask(box, (40, 40)))
+
+
+def test_whole_image_box_through_box_seeds():
+    img, _ = disc_image(size=40, centre=(20, 20), radius=8)
+    ann = Annotation("x", 40, 40, (Box(0, 0, 40, 40, 5),))
+    assert (box_seeds(img, ann, CFG) == 5).all()
+
+
+def test_compose_overlap_smaller_box_wins():
+    shape = (10, 12)
+    big, small = Box(1, 1, 11, 9, label=1), Box(4, 3, 8, 7, label=2)
+    m_big = gc.box_mask(big, shape) & ~gc.box_mask(Box(1, 1, 3, 9, 0), shape)  # big claims all but 2 columns
+    m_small = gc.box_mask(Box(5, 4, 7, 6, 0), shape)  # small claims its centre only
+    for order in ((big, small), (small, big)):  # annotation order must not matter
+        masks = (m_big, m_small) if order[0] is big else (m_small, m_big)
+        m_b = compose_box_seeds(masks, order, shape)
+        assert (m_b[4:6, 5:7] == 2).all()  # both claim: the smaller box wins
+        assert m_b[3, 4] == 1  # in the small box but only the big box claims it
+        assert (m_b[1:9, 1:3] == 255).all()  # inside a box, claimed by none -> unknown
+        assert (m_b[~box_union_mask(order, shape)] == 0).all()  # Eq. 3: outside every box -> c_0
+        assert m_b.dtype == np.uint8
+
+
+def test_compose_matches_pixel_loop_reference():
+    rng = np.random.default_rng(3)
+    shape = (9, 11)
+    for _ in range(20):
+        boxes = []
+        for label in rng.integers(1, 6, size=rng.integers(1, 5)):
+            x1, y1 = rng.integers(0, 9), rng.integers(0, 7)
+            x2, y2 = rng.integers(x1 + 1, 12), rng.integers(y1 + 1, 10)
+            boxes.append(Box(int(x1), int(y1), int(x2), int(y2), int(label)))
+        masks = [gc.box_mask(b, shape) & (rng.random(shape) < 0.6) for b in boxes]
+        expected = np.zeros(shape, dtype=np.uint8)
+        owner = np.full(shape, -1)
+        for y in range(shape[0]):
+            for x in range(shape[1]):
+                inside = [k for k, b in enumerate(boxes) if b.x1 <= x < b.x2 and b.y1 <= y < b.y2]
+                if inside:  # the smallest box (latest on ties) containing / claiming the pixel
+                    owner[y, x] = min(inside, key=lambda k: (boxes[k].area, -k))
+                    claims = [k for k in inside if masks[k][y, x]]
+                    best = min(claims, key=lambda k: (boxes[k].area, -k)) if claims else None
+                    expected[y, x] = boxes[best].label if claims else 255
+        assert np.array_equal(compose_box_seeds(masks, boxes, shape), expected)
+        assert np.array_equal(box_owner_map(boxes, shape), owner)
+
+
+def test_box_seeds_eq3_outside_zero_inside_unknown():
+    img, disc = disc_image()
+    img2, disc2 = disc_image(size=80, centre=(60, 62), radius=8, seed=1)
+    img[disc2] = (40, 40, 220)  # a second, blue object
+    ann = Annotation("x", 80, 80, (Box(12, 16, 60, 64, 3), Box(50, 48, 75, 73, 7)))
+    m_b = box_seeds(img, ann, CFG, seed=0)
+    inside = box_union_mask(ann.boxes, (80, 80))
+    assert (m_b[~inside] == 0).all()
+    assert set(np.unique(m_b[inside]).tolist()) == {3, 7, 255}
+    assert (m_b[disc & inside] == 3).mean() > 0.95 and (m_b[disc2] == 7).mean() > 0.9
+    background_in_boxes = inside & ~disc & ~disc2
+    assert (m_b[background_in_boxes] == 255).mean() > 0.9
+    assert np.array_equal(m_b, box_seeds(img, ann, CFG, seed=0))
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="min_box_iou"):
+        GrabCutConfig.from_params({"min_box_iou": 1.5})
+    with pytest.raises(ConfigError, match="iterations"):
+        GrabCutConfig.from_params({"iterations": 0})
+    assert GrabCutConfig.from_params({}) == GrabCutConfig(iterations=5, min_box_iou=0.15)
