@@ -3,14 +3,39 @@
 The :class:`ImageGraph` container is the contract between graph construction (affinity CNN side)
 and the A²GNN (training side). Nodes are the pixels of the backbone's feature grid of size
 ``(h, w)``; node ``n`` sits at row ``n // w`` and column ``n % w``.
+
+Construction (:func:`build_image_graph`, :func:`build_graphs`): a trained :class:`AffinityNet` gives F_A, whose
+affinities D (Eq. 8) on the radius-r neighbourhood become the edges E (Eq. 14, :func:`affinity_edges`); the
+concatenated backbone taps normalised by Eq. (15) become the node features X; M_g down-sampled to the grid gives
+the node labels; boxes are mapped to the grid (:func:`boxes_to_grid`); the Gaussian kernel of Eq. (13) on the
+grid colours gives the L_reg pairs (:func:`regulariser_pairs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import typing
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from a2gnn.affinity.losses import (
+    LABEL_DOWNSAMPLE_MODES,
+    affinity,
+    downsample_image,
+    downsample_labels,
+    feature_distance,
+    pair_gaussian_kernel,
+)
+from a2gnn.affinity.model import AffinityNet
+from a2gnn.affinity.train import load_seed_pair
+from a2gnn.backbones import normalize_image
+from a2gnn.cli import progress
+from a2gnn.config import Config
+from a2gnn.datasets.voc import Annotation, VOCDataset
+from a2gnn.neighbours import grid_pairs, neighbour_valid, radius_offsets
 
 
 @dataclasses.dataclass
@@ -54,3 +79,220 @@ class ImageGraph:
             for f in dataclasses.fields(self)
         }
         return ImageGraph(**moved)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Graph construction (Eq. 14-15) from a trained affinity CNN
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphConfig(Config):
+    """``graph`` section: image -> graph conversion (Eq. 14-15) and the L_reg pairs (Eq. 13, 22)."""
+
+    SECTION: typing.ClassVar[str] = "graph"
+    radius: int = 5  # r of the neighbourhood S(i) / edges E (paper §5: r = 5 for training and inference)
+    sigma: float = 1e-3  # σ of Eq. (14): edges with D(i, j) <= σ are dropped
+    reg_radius: int = 5  # radius of the L_reg pairs (Eq. 22), grid cells
+    reg_sigma_xy: float = 6.0  # σ_xy of G (Eq. 13) for L_reg, grid cells
+    reg_sigma_rgb: float = 0.1  # σ_rgb of G (Eq. 13) for L_reg, colours in [0, 1]
+    reg_squared_distance: bool = True  # Eq. 13 with squared distances (usual Gaussian); false = as printed
+    label_downsample: str = "centre"  # M_g -> node labels: "centre" (nearest) | "majority" of the cell
+    batch_size: int = 8  # images of equal size per affinity-CNN forward pass
+
+    def validate(self) -> None:
+        self.check(self.radius >= 1, "radius", ">= 1")
+        self.check(0 <= self.sigma < 1, "sigma", "in [0, 1)")
+        self.check(self.reg_radius >= 1, "reg_radius", ">= 1")
+        self.check(self.reg_sigma_xy > 0, "reg_sigma_xy", "> 0")
+        self.check(self.reg_sigma_rgb > 0, "reg_sigma_rgb", "> 0")
+        self.check(
+            self.label_downsample in LABEL_DOWNSAMPLE_MODES, "label_downsample", f"one of {LABEL_DOWNSAMPLE_MODES}"
+        )
+        self.check(self.batch_size >= 1, "batch_size", ">= 1")
+
+
+def normalize_node_features(x: Tensor) -> Tensor:
+    r"""Node feature normalisation, Eq. (15): :math:`x_{i,j} \leftarrow x_{i,j} / \sum_{j'} x_{i,j'}`.
+
+    The features are post-ReLU, so row sums are >= 0; a row whose sum is not positive (all zeros) is left
+    unchanged instead of becoming NaN.
+
+    Shapes: x (N, D_g) -> (N, D_g).
+    """
+    total = x.sum(dim=1, keepdim=True)
+    return x / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _sort_pairs(index: Tensor, values: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+    """Sort pairs by (row 0, row 1)."""
+    order = torch.argsort(index[0] * num_nodes + index[1])
+    return index[:, order], values[order]
+
+
+def affinity_edges(f_a: Tensor, radius: int, sigma: float) -> tuple[Tensor, Tensor]:
+    r"""Graph edges, Eq. (14) on the affinity of Eq. (8), over the radius-r neighbourhood (self loops included).
+
+    .. math::
+        E_{ij} = D(i, j) \text{ if } D(i, j) > \sigma \text{ else } 0,\qquad
+        D(i, j) = \exp(-\|F_A(i) - F_A(j)\|_1 / d_A),\ \|Pos(i) - Pos(j)\|_2 \le r
+
+    Zero edges are dropped from the list; self loops (D(i, i) = 1) are always kept with weight 1. Both
+    directions of every pair are listed (the graph is symmetric). Edges are sorted by (i, j).
+
+    Shapes: f_a (d_A, h, w) -> edge_index (2, E) int64 (row 0 = target i, row 1 = neighbour j in S(i)),
+    edge_weight (E,) float32.
+    """
+    h, w = f_a.shape[-2:]
+    offsets = radius_offsets(radius, include_self=True)
+    valid = neighbour_valid(h, w, offsets).to(f_a.device)
+    d = affinity(feature_distance(f_a.unsqueeze(0), offsets)[0])[valid]  # (P,) in grid_pairs order
+    index = grid_pairs(h, w, offsets).to(f_a.device)
+    self_loop = index[0] == index[1]
+    d = torch.where(self_loop, torch.ones_like(d), d)
+    keep = self_loop | (d > sigma)
+    return _sort_pairs(index[:, keep], d[keep].float(), h * w)
+
+
+def regulariser_pairs(
+    image_grid: Tensor, radius: int, sigma_xy: float, sigma_rgb: float, squared_distance: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Pairs (a, b), a != b, within ``radius`` and their Gaussian kernel G(a, b) of Eq. (13), for L_reg (Eq. 22).
+
+    Both orders of every pair are listed (Eq. 22 sums over all ordered pairs); sorted by (a, b).
+
+    Shapes: image_grid (3, h, w) colours in [0, 1] -> pair_index (2, P) int64, pair_weight (P,) float32.
+    """
+    h, w = image_grid.shape[-2:]
+    offsets = radius_offsets(radius, include_self=False)
+    valid = neighbour_valid(h, w, offsets).to(image_grid.device)
+    g = pair_gaussian_kernel(image_grid.unsqueeze(0), offsets, sigma_xy, sigma_rgb, squared_distance)[0][valid]
+    index = grid_pairs(h, w, offsets).to(image_grid.device)
+    return _sort_pairs(index, g.float(), h * w)
+
+
+def boxes_to_grid(annotation: Annotation, grid: tuple[int, int]) -> Tensor:
+    r"""Boxes in image pixels -> half-open boxes on the ``h x w`` feature grid.
+
+    The grid covers the image proportionally (cell ``(a, b)`` = rows ``[a H/h, (a+1) H/h)``, columns
+    ``[b W/w, (b+1) W/w)``, as in :func:`a2gnn.affinity.losses.downsample_labels` and bilinear up-sampling), and a
+    grid box holds every cell its pixel box touches:
+    :math:`x_1^g = \lfloor x_1 w / W \rfloor`, :math:`x_2^g = \lceil x_2 w / W \rceil` (same for y), clipped to
+    the grid. For ``W = s w`` this is :math:`\lfloor x_1 / s \rfloor`, :math:`\lceil x_2 / s \rceil`. A
+    non-empty pixel box always gives a non-empty grid box.
+
+    Shapes: annotation with M boxes -> (M, 5) int64 rows [x1, y1, x2, y2, class].
+    """
+    h, w = grid
+    H, W = annotation.height, annotation.width
+    if not annotation.boxes:
+        return torch.zeros(0, 5, dtype=torch.int64)
+    b = torch.tensor([[bx.x1, bx.y1, bx.x2, bx.y2, bx.label] for bx in annotation.boxes], dtype=torch.int64)
+    x1 = torch.clamp(b[:, 0] * w // W, 0, w)
+    y1 = torch.clamp(b[:, 1] * h // H, 0, h)
+    x2 = torch.clamp(-((-b[:, 2] * w) // W), 0, w)  # ceil division
+    y2 = torch.clamp(-((-b[:, 3] * h) // H), 0, h)
+    return torch.stack([x1, y1, x2, y2, b[:, 4]], dim=1)
+
+
+def _graph_from_outputs(
+    image_id: str,
+    f_a: Tensor,
+    features: Tensor,
+    image: np.ndarray,
+    m_g: np.ndarray,
+    annotation: Annotation,
+    cfg: GraphConfig,
+) -> ImageGraph:
+    """ImageGraph of one image from its F_A (d_A, h, w) and concatenated taps (D_g, h, w) (on the CPU)."""
+    h, w = f_a.shape[-2:]
+    edge_index, edge_weight = affinity_edges(f_a, cfg.radius, cfg.sigma)
+    colours = downsample_image(torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0), (h, w))
+    pair_index, pair_weight = regulariser_pairs(
+        colours, cfg.reg_radius, cfg.reg_sigma_xy, cfg.reg_sigma_rgb, cfg.reg_squared_distance
+    )
+    x = normalize_node_features(features.reshape(features.shape[0], h * w).t().float())
+    return ImageGraph(
+        image_id=image_id,
+        x=x.contiguous(),
+        edge_index=edge_index,
+        edge_weight=edge_weight,
+        labels=downsample_labels(m_g, (h, w), cfg.label_downsample).reshape(-1),
+        boxes=boxes_to_grid(annotation, (h, w)),
+        grid=(int(h), int(w)),
+        image_size=(int(image.shape[0]), int(image.shape[1])),
+        pair_index=pair_index,
+        pair_weight=pair_weight,
+        image=colours,
+    )
+
+
+@torch.no_grad()
+def _forward(model: AffinityNet, images: list[np.ndarray], device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """F_A and node features of equal-size images, on the CPU: (B, d_A, h, w), (B, D_g, h, w)."""
+    x = torch.stack([normalize_image(im) for im in images]).to(device)
+    f_a, taps = model(x)
+    return f_a.cpu(), AffinityNet.node_features(taps).cpu()
+
+
+def build_image_graph(
+    model: AffinityNet,
+    image: np.ndarray,
+    m_g: np.ndarray,
+    annotation: Annotation,
+    cfg: GraphConfig,
+    device: torch.device | str = "cpu",
+) -> ImageGraph:
+    """Convert one image to a graph (§4.3.2, Fig. 4): nodes = feature-grid pixels, X = concatenated taps
+    normalised by Eq. (15), E = Eq. (14), labels = M_g down-sampled to the grid, boxes on the grid, L_reg pairs.
+
+    The model runs in eval mode (its previous mode is restored). Shapes: image (H, W, 3) uint8, m_g (H, W) uint8.
+    """
+    if m_g.shape != image.shape[:2]:
+        raise ValueError(f"seed map {m_g.shape} does not match image {image.shape[:2]}")
+    was_training = model.training
+    model.eval()
+    try:
+        f_a, feats = _forward(model, [image], device)
+    finally:
+        model.train(was_training)
+    return _graph_from_outputs(annotation.image_id, f_a[0], feats[0], image, m_g, annotation, cfg)
+
+
+def build_graphs(
+    model: AffinityNet,
+    dataset: VOCDataset,
+    seed_dir: os.PathLike | str,
+    cfg: GraphConfig,
+    device: torch.device | str = "cpu",
+    ids: list[str] | None = None,
+) -> list[ImageGraph]:
+    """Graphs of ``ids`` (default: the whole split), in that order, with seeds from ``seed_dir/<id>.png``.
+
+    Images of equal size go through the affinity CNN together, ``cfg.batch_size`` at a time. A seed map of the
+    wrong size raises DataError naming it.
+    """
+    ids = list(dataset.ids if ids is None else ids)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for n, image_id in enumerate(ids):
+        ann = dataset.annotation(image_id)
+        by_size.setdefault((ann.height, ann.width), []).append(n)
+    chunks = [
+        idx[start : start + cfg.batch_size]
+        for _, idx in sorted(by_size.items())
+        for start in range(0, len(idx), cfg.batch_size)
+    ]
+    graphs: list[ImageGraph | None] = [None] * len(ids)
+    was_training = model.training
+    model.eval()
+    try:
+        for chunk in progress(chunks, desc="graphs", total=len(chunks)):
+            images, seeds = zip(*(load_seed_pair(dataset, seed_dir, ids[n]) for n in chunk))
+            f_a, feats = _forward(model, list(images), device)
+            for b, n in enumerate(chunk):
+                graphs[n] = _graph_from_outputs(
+                    ids[n], f_a[b], feats[b], images[b], seeds[b], dataset.annotation(ids[n]), cfg
+                )
+    finally:
+        model.train(was_training)
+    return typing.cast(list[ImageGraph], graphs)

@@ -1,0 +1,362 @@
+r"""Training of the affinity CNN on the confident seeds M_g (paper §4.3.1, Eq. 6-13; §5).
+
+One step: random crop (+ flip) of a batch of images and their seeds -> F_A -> pairs within radius r on the
+feature grid (half disc, each unordered pair once) -> L_Aff = L_Ac + λ L_Ar (Eq. 9). The optimiser follows the
+authors' code (SGD, momentum 0.9, poly learning rate with power 0.9, weight decay 5e-4, new layers at a
+multiple of the base rate); Adam is an option for from-scratch CPU runs. Colour jitter and random rescaling of
+the authors' pipeline are not used.
+
+Checkpoints are ``{"state_dict", "config", "epoch"}`` dicts; :func:`load_affinity` rebuilds the backbone from the
+stored config (with ``weights`` cleared: the state_dict already holds the trained weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import typing
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from a2gnn.affinity.losses import (
+    AR_NORMALISATIONS,
+    LABEL_DOWNSAMPLE_MODES,
+    LOSS_WEIGHTINGS,
+    affinity,
+    affinity_ce_loss,
+    affinity_labels,
+    affinity_regularised_loss,
+    affinity_total_loss,
+    downsample_image,
+    downsample_labels,
+    feature_distance,
+    pair_gaussian_kernel,
+)
+from a2gnn.affinity.model import AffinityNet
+from a2gnn.backbones import BackboneConfig, build_backbone, normalize_image
+from a2gnn.cli import progress
+from a2gnn.config import Config, ConfigError
+from a2gnn.datasets.voc import VOCDataset
+from a2gnn.io import IGNORE_INDEX, DataError, atomic_file, read_label
+from a2gnn.neighbours import neighbour_gather, neighbour_valid, radius_offsets
+
+log = logging.getLogger(__name__)
+
+SEED_SOURCES = ("M_g", "M_F")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class AffinityConfig(Config):
+    """``affinity`` section: the affinity CNN, its losses (Eq. 6-13) and its training schedule."""
+
+    SECTION: typing.ClassVar[str] = "affinity"
+    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)  # backbone of F_A (paper: ResNet-38)
+    radius: int = 5  # r of R_pair / R_Ar (Eq. 7, 11), in feature-grid cells
+    lambda_ar: float = 3.0  # λ of Eq. (9), weight of L_Ar
+    sigma_xy: float = 6.0  # σ_xy of G (Eq. 13), in feature-grid cells
+    sigma_rgb: float = 0.1  # σ_rgb of G (Eq. 13), colours in [0, 1]
+    kernel_squared_distance: bool = True  # Eq. 13 with squared distances (usual Gaussian); false = as printed
+    ar_normalisation: str = "pairs"  # L_Ar (Eq. 12): "pairs" = mean over R_Ar; "sum" = printed sum per image
+    reduce_channels: tuple[int, ...] = (64, 128, 256)  # 1x1 reductions of the three taps (§5)
+    embed_channels: int = 448  # d_A, channels of F_A (Eq. 8, §5)
+    label_downsample: str = "centre"  # M_g -> M'_g (Eq. 6): "centre" (nearest) | "majority" of the cell
+    loss_weighting: str = "paper"  # L_Ac (Eq. 10): "paper" (A+ / A- means) | "psa" (bg+ 1/4, fg+ 1/4, neg 1/2)
+    use_ar: bool = True  # include L_Ar (false: L_Aff = L_Ac, ablation)
+    seeds: str = "M_g"  # which seeds supervise L_A: "M_g" (Eq. 5, paper) | "M_F" (Eq. 4, Table 4(e))
+    epochs: int = 12  # training epochs over the train split
+    batch_size: int = 4  # images per step
+    crop_size: int = 448  # square random crop (padded with ignore), a multiple of backbone.stride
+    flip: bool = True  # random horizontal flips
+    optimizer: str = "sgd"  # "sgd" (momentum, authors) | "adam"
+    lr: float = 0.01  # base learning rate (backbone), poly-decayed
+    head_lr_mult: float = 10.0  # learning-rate multiple of the new 1x1 layers (authors: 10)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # L2 weight decay
+    poly_power: float = 0.9  # lr_t = lr * (1 - t / T) ** poly_power
+
+    def validate(self) -> None:
+        self.check(self.radius >= 1, "radius", ">= 1")
+        self.check(self.lambda_ar >= 0, "lambda_ar", ">= 0")
+        self.check(self.sigma_xy > 0, "sigma_xy", "> 0")
+        self.check(self.sigma_rgb > 0, "sigma_rgb", "> 0")
+        self.check(self.ar_normalisation in AR_NORMALISATIONS, "ar_normalisation", f"one of {AR_NORMALISATIONS}")
+        self.check(
+            len(self.reduce_channels) == 3 and all(c >= 1 for c in self.reduce_channels),
+            "reduce_channels", "three positive channel counts",
+        )
+        self.check(self.embed_channels >= 1, "embed_channels", ">= 1")
+        self.check(
+            self.label_downsample in LABEL_DOWNSAMPLE_MODES, "label_downsample", f"one of {LABEL_DOWNSAMPLE_MODES}"
+        )
+        self.check(self.loss_weighting in LOSS_WEIGHTINGS, "loss_weighting", f"one of {LOSS_WEIGHTINGS}")
+        self.check(self.seeds in SEED_SOURCES, "seeds", f"one of {SEED_SOURCES}")
+        self.check(self.epochs >= 1, "epochs", ">= 1")
+        self.check(self.batch_size >= 1, "batch_size", ">= 1")
+        self.check(
+            self.crop_size >= self.backbone.stride and self.crop_size % self.backbone.stride == 0,
+            "crop_size", f"a positive multiple of backbone.stride ({self.backbone.stride})",
+        )
+        self.check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
+        self.check(self.lr > 0, "lr", "> 0")
+        self.check(self.head_lr_mult > 0, "head_lr_mult", "> 0")
+        self.check(0 <= self.momentum < 1, "momentum", "in [0, 1)")
+        self.check(self.weight_decay >= 0, "weight_decay", ">= 0")
+        self.check(self.poly_power >= 0, "poly_power", ">= 0")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------
+
+
+class AffinityBatch(NamedTuple):
+    """One training batch (S = crop size, h = w = S / stride)."""
+
+    x: Tensor  # (B, 3, S, S) normalised image crops (padding = 0)
+    colours: Tensor  # (B, 3, h, w) Cor(.) of Eq. (13): crop colours in [0, 1], area-averaged onto the grid
+    m_g: Tensor  # (B, h, w) int64 M'_g, 255 = unknown (and padding)
+    valid: Tensor  # (B, h, w) bool, grid cell lies on the image (not on the crop's padding)
+
+
+def load_seed_pair(dataset: VOCDataset, seed_dir: os.PathLike | str, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Image (H, W, 3) uint8 and its seed label map (H, W) uint8 from ``seed_dir/<id>.png``.
+
+    A seed map whose size differs from the image raises DataError naming the seed file.
+    """
+    image = dataset.image(image_id)
+    path = Path(seed_dir) / f"{image_id}.png"
+    seed = read_label(path)
+    if seed.shape != image.shape[:2]:
+        raise DataError(path, f"seed map is {_size(seed)}, image is {_size(image)}")
+    return image, seed
+
+
+def _size(array: np.ndarray) -> str:
+    return f"{array.shape[1]}x{array.shape[0]}"
+
+
+def _crop_window(size: int, crop: int, rng: np.random.Generator) -> int:
+    """Start of a random crop window in image coordinates (negative: the image sits inside padding)."""
+    lo, hi = min(0, size - crop), max(0, size - crop)
+    return int(rng.integers(lo, hi + 1))
+
+
+def _paste(src: np.ndarray, start_y: int, start_x: int, crop: int, fill) -> np.ndarray:
+    """``crop x crop`` window of ``src`` starting at (start_y, start_x), out-of-image cells = ``fill``."""
+    out = np.full((crop, crop) + src.shape[2:], fill, dtype=src.dtype)
+    h, w = src.shape[:2]
+    y0, x0 = max(start_y, 0), max(start_x, 0)
+    y1, x1 = min(start_y + crop, h), min(start_x + crop, w)
+    out[y0 - start_y : y1 - start_y, x0 - start_x : x1 - start_x] = src[y0:y1, x0:x1]
+    return out
+
+
+def make_batch(
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    rng: np.random.Generator,
+    crop_size: int,
+    stride: int,
+    flip: bool,
+    label_downsample: str = "centre",
+) -> AffinityBatch:
+    """Random flip + square crop of (image, seed) pairs, and their grid versions (see :class:`AffinityBatch`).
+
+    Images smaller than the crop are placed at a random position inside it; padding is 0 after normalisation
+    (the mean colour), 255 in the seeds and invalid in ``valid``.
+    """
+    xs, cols, seeds, valids = [], [], [], []
+    grid = (crop_size // stride, crop_size // stride)
+    for image, seed in pairs:
+        if flip and rng.random() < 0.5:
+            image, seed = image[:, ::-1], seed[:, ::-1]
+        sy, sx = _crop_window(image.shape[0], crop_size, rng), _crop_window(image.shape[1], crop_size, rng)
+        inside = _paste(np.ones(image.shape[:2], dtype=np.uint8), sy, sx, crop_size, 0)
+        img = _paste(image, sy, sx, crop_size, 0)
+        mask = torch.from_numpy(inside).bool()
+        xs.append(normalize_image(img) * mask)
+        cols.append(torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0))
+        seeds.append(torch.from_numpy(_paste(seed, sy, sx, crop_size, IGNORE_INDEX)))
+        valids.append(mask)
+    m_g = downsample_labels(torch.stack(seeds), grid, label_downsample)
+    valid = downsample_labels(torch.stack(valids), grid, "centre").bool()
+    return AffinityBatch(torch.stack(xs), downsample_image(torch.stack(cols), grid), m_g, valid)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loss of one batch
+# --------------------------------------------------------------------------------------------------------------
+
+
+def training_offsets(radius: int) -> Tensor:
+    """Pair offsets for training: half disc of radius r without (0, 0) (each unordered pair once)."""
+    return radius_offsets(radius, include_self=False, half=True)
+
+
+def affinity_batch_loss(
+    model: AffinityNet, batch: AffinityBatch, cfg: AffinityConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """L_Aff of Eq. (9) on one batch (tensors already on the model's device). Returns (loss, terms)."""
+    offsets = training_offsets(cfg.radius)
+    f_a, _ = model(batch.x)
+    h, w = f_a.shape[-2:]
+    if (h, w) != tuple(batch.m_g.shape[-2:]):
+        raise ValueError(f"F_A grid {(h, w)} does not match the label grid {tuple(batch.m_g.shape[-2:])}")
+    distance = feature_distance(f_a, offsets)  # (B, K, h, w)
+    labels = affinity_labels(batch.m_g, offsets)
+    l_ac = affinity_ce_loss(affinity(distance), labels, cfg.loss_weighting)
+    if cfg.use_ar:
+        kernel = pair_gaussian_kernel(batch.colours, offsets, cfg.sigma_xy, cfg.sigma_rgb, cfg.kernel_squared_distance)
+        valid_j = neighbour_gather(batch.valid.unsqueeze(1).float(), offsets).squeeze(1).bool()
+        in_grid = neighbour_valid(h, w, offsets).to(f_a.device)
+        mask = batch.valid.unsqueeze(1) & valid_j & in_grid
+        l_ar = affinity_regularised_loss(distance, kernel, mask, cfg.ar_normalisation, pair_multiplicity=2)
+    else:
+        l_ar = torch.zeros((), device=f_a.device)
+    loss = affinity_total_loss(l_ac, l_ar, cfg.lambda_ar if cfg.use_ar else 0.0)
+    return loss, {"loss": float(loss.detach()), "l_ac": float(l_ac.detach()), "l_ar": float(l_ar.detach())}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training loop
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_affinity_net(cfg: AffinityConfig) -> AffinityNet:
+    """AffinityNet on the configured backbone (loads ``cfg.backbone.weights`` if given)."""
+    return AffinityNet(build_backbone(cfg.backbone), cfg.reduce_channels, cfg.embed_channels)
+
+
+def _optimizer(model: AffinityNet, cfg: AffinityConfig) -> torch.optim.Optimizer:
+    head = {id(p) for p in model.head_parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in head], "lr": cfg.lr},
+        {"params": model.head_parameters(), "lr": cfg.lr * cfg.head_lr_mult},
+    ]
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fit_affinity(
+    model: AffinityNet,
+    load_pair: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    num_images: int,
+    cfg: AffinityConfig,
+    device: torch.device | str,
+    seed: int,
+    steps: int | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place on ``num_images`` (image, seed) pairs given by ``load_pair(index)``.
+
+    Deterministic for a given ``seed`` (data order, crops and flips from ``numpy.random.default_rng(seed)``,
+    dropout from ``torch.manual_seed(seed)``). ``steps`` caps the number of optimiser steps (tests); the poly
+    schedule runs over ``cfg.epochs`` epochs (or ``steps``). Returns the per-step loss terms.
+    """
+    if num_images < 1:
+        raise ValueError("no training images")
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model.to(device).train()
+    optimizer = _optimizer(model, cfg)
+    per_epoch = -(-num_images // cfg.batch_size)
+    total = per_epoch * cfg.epochs if steps is None else steps
+    history: list[dict[str, float]] = []
+
+    def batches():
+        while True:
+            order = rng.permutation(num_images)
+            for start in range(0, num_images, cfg.batch_size):
+                yield order[start : start + cfg.batch_size]
+
+    for step, idx in zip(progress(range(total), desc="affinity", total=total), batches()):
+        batch = make_batch(
+            [load_pair(int(i)) for i in idx], rng, cfg.crop_size, model.stride, cfg.flip, cfg.label_downsample
+        )
+        batch = AffinityBatch(*(t.to(device) for t in batch))
+        scale = (1.0 - step / total) ** cfg.poly_power
+        for g in optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * scale
+        loss, terms = affinity_batch_loss(model, batch, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.append(terms)
+        if (step + 1) % per_epoch == 0 or step + 1 == total:
+            recent = history[-per_epoch:]
+            log.info(
+                "affinity step %d/%d: L_Aff %.4f (L_Ac %.4f, L_Ar %.4f)", step + 1, total,
+                *(float(np.mean([t[k] for t in recent])) for k in ("loss", "l_ac", "l_ar")),
+            )
+    return history
+
+
+def train_affinity(
+    dataset: VOCDataset, seed_dir: os.PathLike | str, cfg: AffinityConfig, device: torch.device | str, seed: int
+) -> AffinityNet:
+    """Build the affinity CNN and train it on the dataset's images with the seeds in ``seed_dir/<id>.png``.
+
+    Every seed file must exist (checked before training: a missing one raises DataError naming it).
+    """
+    ids = list(dataset.ids)
+    for image_id in ids:
+        path = Path(seed_dir) / f"{image_id}.png"
+        if not path.is_file():
+            raise DataError(path, "seed map is missing")
+    torch.manual_seed(seed)
+    model = build_affinity_net(cfg)
+    fit_affinity(model, lambda i: load_seed_pair(dataset, seed_dir, ids[i]), len(ids), cfg, device, seed)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------------------
+
+
+def save_affinity(model: AffinityNet, cfg: AffinityConfig, epoch: int, path: os.PathLike | str) -> None:
+    """Write ``{"state_dict", "config", "epoch"}`` atomically (tensors moved to the CPU).
+
+    The checkpoint is serialised in memory first: ``torch.save`` to a path names the zip's root folder after the
+    file, and the temporary name of :func:`a2gnn.io.atomic_file` would make equal checkpoints differ in bytes.
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "config": cfg.to_dict(), "epoch": int(epoch)}, buffer)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def load_affinity(path: os.PathLike | str, device: torch.device | str = "cpu") -> AffinityNet:
+    """Rebuild an AffinityNet from a checkpoint of :func:`save_affinity` (eval mode, on ``device``).
+
+    A missing, unreadable or mismatching checkpoint raises DataError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "affinity checkpoint is missing")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt / non-torch files
+        raise DataError(path, f"cannot read affinity checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt):
+        raise DataError(path, "not an affinity checkpoint (needs 'state_dict' and 'config')")
+    try:
+        cfg = AffinityConfig.from_params(ckpt["config"])
+    except ConfigError as exc:
+        raise DataError(path, f"stored config is invalid ({exc})") from exc
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=None))
+    model = build_affinity_net(cfg)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise DataError(path, f"weights do not fit the stored architecture ({exc})") from exc
+    return model.to(device).eval()

@@ -1,0 +1,35 @@
+"""Train the affinity CNN (paper §4.3.1, Eq. 6-13) on the confident seeds and save its checkpoint.
+
+    python stages/affinity.py <data_root> <seed_dir> <out_model.pt>
+
+<seed_dir> holds <id>.png seed maps for the train split (outputs/seeds/M_g; M_F for Table 4(e)).
+Params: base, dataset, affinity.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from a2gnn.affinity.train import AffinityConfig, save_affinity, train_affinity
+from a2gnn.cli import run_stage, setup_stage, stage_parser
+from a2gnn.config import DatasetConfig
+from a2gnn.datasets.voc import VOCDataset
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("data_root")
+    parser.add_argument("seed_dir")
+    parser.add_argument("out_model")
+    args = parser.parse_args(argv)
+    params, base = setup_stage(args)
+    data = DatasetConfig.from_params(params.get("dataset"))
+    cfg = AffinityConfig.from_params(params.get("affinity"))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dataset = VOCDataset(args.data_root, data.train_split, data.segmentation_dir, data.use_difficult)
+    model = train_affinity(dataset, args.seed_dir, cfg, base.device, base.seed)
+    save_affinity(model, cfg, cfg.epochs, args.out_model)
+
+
+if __name__ == "__main__":
+    run_stage(main)
