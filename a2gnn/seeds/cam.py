@@ -1,0 +1,422 @@
+r"""CAM seeds from image-level labels: paper §3, Eq. (1)  :math:`M_I = \mathrm{Net}_{SEAM}(I)`.
+
+The paper takes :math:`M_I` from SEAM (Wang et al., "Self-supervised Equivariant Attention Mechanism
+for Weakly Supervised Semantic Segmentation", CVPR 2020, arXiv:2004.04581) on a pretrained
+ResNet-38. Here a plain CAM classifier (Zhou et al., "Learning Deep Features for Discriminative
+Localization", CVPR 2016) is trained from scratch on the train split's image-level labels (the
+classes of its boxes, :attr:`a2gnn.datasets.voc.Annotation.image_labels`). SEAM's equivariance
+and pixel-correlation losses are **not** reproduced; SEAM's inference (multi-scale + flips,
+per-class max normalisation) is available through ``scales`` / ``infer_flip``.
+
+Model: backbone -> final tap (B, C, h, w) -> channel dropout -> 1x1 conv without bias over the
+K_fg = N - 1 foreground classes = class maps (B, K_fg, h, w) -> global average pooling over the
+valid (non-padding) area = logits (B, K_fg) -> multi-label BCE against the image labels.
+Because the classifier is linear, GAP of the class maps equals the classifier applied to the GAP
+of the features.
+
+CAMs of one image (:func:`compute_cams`): ReLU of the class maps, up-sampled by the stride to the
+(scaled) image, summed over the inference scales (and flips), restricted to the image's labels and
+divided by their per-class maximum (:func:`normalize_cams`), so each lies in [0, 1].
+
+Seeds (:func:`cam_seeds`, Eq. 1): ``M_I = argmax([bg, CAM_1..CAM_K])`` with the PSA background
+score ``bg = (1 - max_k CAM_k) ** bg_alpha``, mapped back to class indices (0 = background).
+
+Outputs of the ``cam`` stage (docs/ARCHITECTURE.md): ``scores/<id>.npz`` with ``cams`` float16
+(K, H, W) and ``labels`` int64 (K,), written as a zip with fixed timestamps
+(:func:`save_cam_scores`) so that re-running the stage reproduces the files byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import typing
+import zipfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from a2gnn.backbones import Backbone, BackboneConfig, build_backbone, normalize_image
+from a2gnn.cli import progress
+from a2gnn.config import Config
+from a2gnn.datasets.voc import VOCDataset
+from a2gnn.io import DataError, atomic_file, write_label
+
+CAM_EPS = 1e-5
+"""Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
+
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+"""Fixed member timestamp of the ``.npz`` score files (the earliest a zip can store)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CAMConfig(Config):
+    """``cam`` section: the classification network of Eq. (1), its training and CAM inference."""
+
+    SECTION: typing.ClassVar[str] = "cam"
+    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)  # Net's feature extractor
+    epochs: int = 30  # training epochs over the train split
+    batch_size: int = 8  # images per step (padded to crop_size x crop_size)
+    optimizer: str = "sgd"  # "sgd" (momentum) | "adam" | "adamw"
+    lr: float = 0.05  # base learning rate, decayed by the poly schedule
+    lr_power: float = 0.9  # poly schedule: lr * (1 - step / steps) ** lr_power (PSA/SEAM)
+    momentum: float = 0.9  # SGD momentum (ignored by Adam)
+    weight_decay: float = 5e-4  # L2 weight decay (PSA/SEAM: 5e-4)
+    dropout: float = 0.0  # channel dropout on the final tap before the classifier (training only)
+    crop_size: int = 192  # side of the square training canvas; larger images are randomly cropped,
+    #                       smaller ones placed at a random offset; padding is excluded from pooling
+    scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale factor range for training
+    flip: bool = True  # random horizontal flip in training
+    equivariance_weight: float = 0.0  # weight of SEAM's equivariant regularisation L_ER (0 = plain CAM)
+    equivariance_scale: float = 0.5  # rescale factor of L_ER's second branch (SEAM: 0.3 on 448 px crops)
+    scales: tuple[float, ...] = (1.0,)  # inference scales whose CAMs are summed (SEAM: 0.5, 1, 1.5, 2)
+    infer_flip: bool = False  # also add the CAMs of the flipped image at inference (SEAM: true)
+    bg_alpha: float = 8.0  # alpha of the background score bg = (1 - max_k CAM_k) ** alpha (Eq. 1 seeds)
+
+    def validate(self) -> None:
+        self.check(self.epochs >= 1, "epochs", ">= 1")
+        self.check(self.batch_size >= 1, "batch_size", ">= 1")
+        self.check(self.optimizer in ("sgd", "adam", "adamw"), "optimizer", "'sgd', 'adam' or 'adamw'")
+        self.check(self.lr > 0, "lr", "> 0")
+        self.check(self.lr_power >= 0, "lr_power", ">= 0")
+        self.check(0 <= self.momentum < 1, "momentum", "in [0, 1)")
+        self.check(self.weight_decay >= 0, "weight_decay", ">= 0")
+        self.check(0 <= self.dropout < 1, "dropout", "in [0, 1)")
+        self.check(self.crop_size >= self.backbone.stride, "crop_size", f">= the backbone stride {self.backbone.stride}")
+        self.check(
+            len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
+            "scale_range", "[lo, hi] with 0 < lo <= hi",
+        )
+        self.check(len(self.scales) >= 1 and all(s > 0 for s in self.scales), "scales", "a non-empty list of positive factors")
+        self.check(self.bg_alpha > 0, "bg_alpha", "> 0")
+        self.check(self.equivariance_weight >= 0, "equivariance_weight", ">= 0")
+        self.check(0 < self.equivariance_scale < 1, "equivariance_scale", "in (0, 1)")
+
+
+class CAMNet(nn.Module):
+    """Classification network of Eq. (1): backbone -> 1x1 classifier (no bias) -> masked GAP.
+
+    Shapes: x (B, 3, H, W), valid (B, 1, H, W) or None -> logits (B, K_fg);
+    :meth:`class_maps`: x -> (B, K_fg, ceil(H / s), ceil(W / s)) (before ReLU).
+    """
+
+    def __init__(self, backbone: Backbone, num_foreground: int, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.num_foreground = num_foreground
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(backbone.tap_channels[2], num_foreground, 1, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.classifier.weight)
+
+    @property
+    def stride(self) -> int:
+        return self.backbone.stride
+
+    def class_maps(self, x: Tensor) -> Tensor:
+        return self.classifier(self.dropout(self.backbone(x)[2]))
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        return masked_gap(self.class_maps(x), valid)
+
+
+def masked_gap(maps: Tensor, valid: Tensor | None) -> Tensor:
+    """Global average pooling over the valid area. maps (B, K, h, w), valid (B, 1, H, W) in {0, 1} -> (B, K).
+
+    ``valid`` is area-resampled to (h, w), so a feature cell counts with the fraction of its pixels
+    that belong to the image (padding is ignored)."""
+    if valid is None:
+        return maps.mean(dim=(2, 3))
+    weight = F.interpolate(valid, size=maps.shape[2:], mode="area")
+    return (maps * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3)).clamp_min(CAM_EPS)
+
+
+def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """Image labels (foreground class indices >= 1) -> (num_classes - 1,) float32 0/1 target."""
+    target = np.zeros(num_classes - 1, dtype=np.float32)
+    target[np.asarray(labels, dtype=np.int64) - 1] = 1.0
+    return target
+
+
+def augment(image: np.ndarray, cfg: CAMConfig, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """One training sample: random rescale and flip, then random crop / pad to crop_size.
+
+    image (H, W, 3) uint8 -> (normalised image (3, S, S) with zero padding, valid mask (1, S, S))."""
+    h, w = image.shape[:2]
+    scale = rng.uniform(*cfg.scale_range)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    if cfg.flip and rng.random() < 0.5:
+        image = image[:, ::-1]
+    x = normalize_image(image)
+    size = cfg.crop_size
+    canvas = torch.zeros(3, size, size)
+    valid = torch.zeros(1, size, size)
+    src, dst = [], []
+    for n in (nh, nw):
+        offset = int(rng.integers(0, abs(n - size) + 1))
+        if n > size:  # crop a window of the image
+            src.append(slice(offset, offset + size))
+            dst.append(slice(0, size))
+        else:  # place the whole image on the canvas
+            src.append(slice(0, n))
+            dst.append(slice(offset, offset + n))
+    canvas[:, dst[0], dst[1]] = x[:, src[0], src[1]]
+    valid[:, dst[0], dst[1]] = 1.0
+    return canvas, valid
+
+
+def _masked_max_norm(maps: Tensor, weight: Tensor) -> Tensor:
+    """maps (B, K, h, w) >= 0 divided by their per-(image, class) maximum over the valid area."""
+    peak = (maps * (weight > 0)).flatten(2).amax(dim=2)
+    return maps / (peak[:, :, None, None] + CAM_EPS)
+
+
+def equivariance_loss(maps: Tensor, maps_small: Tensor, target: Tensor, valid_small: Tensor) -> Tensor:
+    r"""SEAM's equivariant regularisation for a rescale A: :math:`L_{ER} = \| A(\hat y) - \hat y_A \|_1`.
+
+    ``maps`` are the class maps of the batch, ``maps_small`` those of the batch rescaled by A
+    (each before ReLU); both are ReLU'd and max-normalised per image and class (SEAM normalises
+    before comparing), ``maps`` is resized bilinearly to the small grid, and the absolute difference
+    is averaged over the valid cells of the classes present in each image.
+
+    Shapes: maps (B, K, h, w), maps_small (B, K, h', w'), target (B, K) in {0, 1},
+    valid_small (B, 1, H', W') (the rescaled padding mask) -> scalar.
+    """
+    weight = F.interpolate(valid_small, size=maps_small.shape[2:], mode="area")
+    small = _masked_max_norm(torch.relu(maps_small), weight)
+    big = F.interpolate(torch.relu(maps), size=maps_small.shape[2:], mode="bilinear", align_corners=False)
+    big = _masked_max_norm(big, weight)
+    mask = weight * target[:, :, None, None]
+    return ((big - small).abs() * mask).sum() / mask.sum().clamp_min(CAM_EPS)
+
+
+def _optimizer(model: nn.Module, cfg: CAMConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_cam_model(cfg: CAMConfig, num_classes: int) -> CAMNet:
+    """CAMNet over ``num_classes - 1`` foreground classes (class 0 = background has no output)."""
+    if num_classes < 2:
+        raise ValueError("need background plus at least one foreground class")
+    return CAMNet(build_backbone(cfg.backbone), num_classes - 1, cfg.dropout)
+
+
+def train_cam_model(
+    dataset: VOCDataset,
+    cfg: CAMConfig,
+    device: str = "cpu",
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> CAMNet:
+    """Train the classifier on every image of ``dataset`` with multi-label BCE; returns it in eval mode.
+
+    Deterministic for a given ``seed`` (model init, shuffling, augmentation and dropout are all
+    seeded from it). ``on_epoch(epoch, mean_loss)`` is called after each epoch.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    images = [dataset.image(i) for i in dataset.ids]
+    targets = torch.from_numpy(
+        np.stack([multi_hot(dataset.annotation(i).image_labels, dataset.num_classes) for i in dataset.ids])
+    )
+    model = build_cam_model(cfg, dataset.num_classes).to(device)
+    optimizer = _optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    step = 0
+    model.train()
+    for epoch in progress(range(cfg.epochs), desc="cam: train", total=cfg.epochs):
+        order = rng.permutation(len(images))
+        losses = []
+        for b in range(steps_per_epoch):
+            batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            samples = [augment(images[i], cfg, rng) for i in batch]
+            x = torch.stack([s[0] for s in samples]).to(device)
+            valid = torch.stack([s[1] for s in samples]).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * (1.0 - step / total_steps) ** cfg.lr_power
+            target = targets[batch].to(device)
+            maps = model.class_maps(x)
+            loss = F.binary_cross_entropy_with_logits(masked_gap(maps, valid), target)
+            if cfg.equivariance_weight > 0:
+                size = [max(1, round(n * cfg.equivariance_scale)) for n in x.shape[2:]]
+                x_small = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+                valid_small = F.interpolate(valid, size=size, mode="area")
+                maps_small = model.class_maps(x_small)
+                loss = loss + F.binary_cross_entropy_with_logits(masked_gap(maps_small, valid_small), target)
+                loss = loss + cfg.equivariance_weight * equivariance_loss(maps, maps_small, target, valid_small)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            step += 1
+        if on_epoch is not None:
+            on_epoch(epoch, float(np.mean(losses)))
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate_bce(model: CAMNet, dataset: VOCDataset, device: str = "cpu") -> float:
+    """Mean multi-label BCE of ``model`` (eval mode, whole un-augmented images) over ``dataset``."""
+    model.eval()
+    losses = []
+    for image_id in dataset.ids:
+        x = normalize_image(dataset.image(image_id))[None].to(device)
+        target = torch.from_numpy(multi_hot(dataset.annotation(image_id).image_labels, dataset.num_classes))
+        losses.append(float(F.binary_cross_entropy_with_logits(model(x)[0], target.to(device))))
+    return float(np.mean(losses))
+
+
+def normalize_cams(cams: Tensor) -> Tensor:
+    """Per-class max normalisation (SEAM): cams (K, H, W) >= 0 -> cams / (max_hw cams + CAM_EPS), in [0, 1)."""
+    peak = cams.flatten(1).amax(dim=1) if cams.numel() else cams.new_zeros(cams.shape[0])
+    return cams / (peak.view(-1, 1, 1) + CAM_EPS)
+
+
+@torch.no_grad()
+def compute_cams(
+    model: CAMNet, image: np.ndarray, labels: Sequence[int], cfg: CAMConfig, device: str = "cpu"
+) -> np.ndarray:
+    """Normalised CAMs of the image's labels: image (H, W, 3) uint8, labels (K,) -> (K, H, W) float32 in [0, 1].
+
+    For each inference scale (and its flip when ``infer_flip``): ReLU(class maps) up-sampled
+    bilinearly by the stride (cropped to the scaled image) and then to (H, W); the sum over scales
+    is restricted to ``labels`` (class c -> map c - 1) and max-normalised per class."""
+    model.eval()
+    labels = np.asarray(labels, dtype=np.int64)
+    h, w = image.shape[:2]
+    total = torch.zeros(model.num_foreground, h, w, device=device)
+    for scale in cfg.scales:
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        scaled = image if (sh, sw) == (h, w) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        x = normalize_image(scaled)[None].to(device)
+        if cfg.infer_flip:
+            x = torch.cat([x, x.flip(-1)])
+        maps = torch.relu(model.class_maps(x))
+        gh, gw = maps.shape[2:]
+        maps = F.interpolate(maps, size=(gh * model.stride, gw * model.stride), mode="bilinear", align_corners=False)
+        maps = maps[:, :, :sh, :sw]
+        if (sh, sw) != (h, w):
+            maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
+        total += maps[0] + (maps[1].flip(-1) if cfg.infer_flip else 0)
+    return normalize_cams(total[torch.from_numpy(labels - 1).to(device)]).cpu().numpy().astype(np.float32)
+
+
+def cam_seeds(cams: np.ndarray, labels: Sequence[int], bg_alpha: float) -> np.ndarray:
+    r"""Eq. (1) seed labels :math:`M_I` from normalised CAMs.
+
+    .. math::
+        M_I(i) = \mathrm{lut}\big[\arg\max([\,bg(i), CAM_1(i), \dots, CAM_K(i)\,])\big],\quad
+        bg(i) = (1 - \max_k CAM_k(i))^{\alpha}
+
+    where ``lut = [0, labels...]`` maps the argmax back to class indices (0 = background); ties
+    go to the earlier entry (background first). An image without labels is all background.
+
+    Shapes: cams (K, H, W) in [0, 1], labels (K,) class indices >= 1 -> (H, W) uint8.
+    """
+    cams = np.asarray(cams, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if cams.ndim != 3 or cams.shape[0] != labels.shape[0]:
+        raise ValueError(f"cams {cams.shape} do not match labels {labels.shape}")
+    if labels.size == 0:
+        return np.zeros(cams.shape[1:], dtype=np.uint8)
+    bg = (1.0 - np.clip(cams.max(axis=0), 0.0, 1.0)) ** bg_alpha
+    index = np.concatenate([bg[None], cams]).argmax(axis=0)
+    lut = np.concatenate([[0], labels]).astype(np.uint8)
+    return lut[index]
+
+
+# --------------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------------
+def save_cam_scores(path: os.PathLike | str, cams: np.ndarray, labels: Sequence[int]) -> None:
+    """Write ``{cams: float16 (K, H, W), labels: int64 (K,)}`` as a deflated ``.npz`` (np.load-able).
+
+    Unlike ``np.savez_compressed``, every zip member carries a fixed timestamp, so equal arrays give
+    byte-identical files (dvc.lock stays unchanged when a stage re-runs)."""
+    arrays = {"cams": np.asarray(cams, dtype=np.float16), "labels": np.asarray(labels, dtype=np.int64)}
+    with atomic_file(path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        for name, array in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+
+
+def load_cam_scores(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
+    """Read a scores file -> (cams float32 (K, H, W), labels int64 (K,)); bad files raise DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "CAM scores file is missing")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            cams, labels = data["cams"].astype(np.float32), data["labels"].astype(np.int64)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(path, f"cannot read CAM scores ({exc})") from exc
+    if cams.ndim != 3 or labels.shape != (cams.shape[0],):
+        raise DataError(path, f"cams {cams.shape} and labels {labels.shape} do not match")
+    return cams, labels
+
+
+def save_cam_checkpoint(
+    path: os.PathLike | str, model: CAMNet, cfg: CAMConfig, class_names: Sequence[str], epoch: int
+) -> None:
+    """Save ``{model: state_dict, config: cfg dict, class_names, epoch}`` (serialised in memory, so the
+    bytes do not depend on the temporary file name)."""
+    buf = io.BytesIO()
+    torch.save(
+        {"model": model.state_dict(), "config": cfg.to_dict(), "class_names": list(class_names), "epoch": int(epoch)},
+        buf,
+    )
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def load_cam_checkpoint(path: os.PathLike | str, device: str = "cpu") -> tuple[CAMNet, CAMConfig, tuple[str, ...], int]:
+    """Rebuild a trained CAMNet (eval mode) -> (model, config, class_names, epoch). The backbone's
+    ``weights`` file is not re-read: the checkpoint holds all weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "CAM checkpoint is missing")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        cfg = CAMConfig.from_params(ckpt["config"])
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=None))
+        class_names = tuple(ckpt["class_names"])
+        model = build_cam_model(cfg, len(class_names)).to(device)
+        model.load_state_dict(ckpt["model"])
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(path, f"cannot load CAM checkpoint ({type(exc).__name__}: {exc})") from exc
+    return model.eval(), cfg, class_names, int(ckpt["epoch"])
+
+
+def write_cam_outputs(model: CAMNet, dataset: VOCDataset, cfg: CAMConfig, out_dir: os.PathLike | str, device: str = "cpu") -> None:
+    """For every image: ``out_dir/scores/<id>.npz`` and ``out_dir/M_I/<id>.png`` (Eq. 1).
+
+    M_I is computed from the float16-rounded CAMs that are stored, so it equals
+    ``cam_seeds(*load_cam_scores(...), bg_alpha)`` exactly."""
+    out_dir = Path(out_dir)
+    for image_id in progress(dataset.ids, desc="cam: infer", total=len(dataset)):
+        labels = dataset.annotation(image_id).image_labels
+        cams = compute_cams(model, dataset.image(image_id), labels, cfg, device).astype(np.float16)
+        save_cam_scores(out_dir / "scores" / f"{image_id}.npz", cams, labels)
+        write_label(out_dir / "M_I" / f"{image_id}.png", cam_seeds(cams.astype(np.float32), labels, cfg.bg_alpha))
