@@ -155,3 +155,16 @@ def read_ids(path: os.PathLike | str) -> list[str]:
     if not ids:
         raise DataError(path, "image list is empty")
     return ids
+
+
+def save_torch(path: os.PathLike | str, obj) -> None:
+    """``torch.save`` atomically and byte-reproducibly: serialised in memory first, because saving to a path
+    names the zip's root folder after the (random temporary) file name."""
+    import io as _io
+
+    import torch
+
+    buffer = _io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from a2gnn.cli import progress
 

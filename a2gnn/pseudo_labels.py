@@ -127,7 +127,7 @@ class PseudoLabelInputs:
 def aligned_cams(path, annotation: Annotation) -> np.ndarray:
     """CAMs of ``scores/<id>.npz`` ordered as ``annotation.image_labels``: (K, H, W) float32."""
     from a2gnn.io import DataError
-    from a2gnn.seeds.cam import load_cam_scores
+    from a2gnn.seeds.scores import load_cam_scores
 
     cams, labels = load_cam_scores(path)
     order = {int(c): k for k, c in enumerate(labels)}

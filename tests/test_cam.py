@@ -43,6 +43,7 @@ TINY = CAMConfig(
     backbone=BackboneConfig(name="small", width=4),
     epochs=10,
     batch_size=2,
+    optimizer="sgd",
     lr=0.1,
     crop_size=32,
     scale_range=(1.0, 1.0),

@@ -13,7 +13,6 @@ stored config (with ``weights`` cleared: the state_dict already holds the traine
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 import typing
@@ -43,7 +42,7 @@ from a2gnn.backbones import BackboneConfig, build_backbone, normalize_image
 from a2gnn.cli import progress
 from a2gnn.config import Config, ConfigError
 from a2gnn.datasets.voc import VOCDataset
-from a2gnn.io import IGNORE_INDEX, DataError, atomic_file, read_label
+from a2gnn.io import IGNORE_INDEX, DataError, read_label, save_torch
 from a2gnn.neighbours import neighbour_gather, neighbour_valid, radius_offsets
 
 log = logging.getLogger(__name__)
@@ -323,16 +322,9 @@ def train_affinity(
 
 
 def save_affinity(model: AffinityNet, cfg: AffinityConfig, epoch: int, path: os.PathLike | str) -> None:
-    """Write ``{"state_dict", "config", "epoch"}`` atomically (tensors moved to the CPU).
-
-    The checkpoint is serialised in memory first: ``torch.save`` to a path names the zip's root folder after the
-    file, and the temporary name of :func:`a2gnn.io.atomic_file` would make equal checkpoints differ in bytes.
-    """
+    """Write ``{"state_dict", "config", "epoch"}`` atomically and byte-reproducibly (tensors moved to the CPU)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save({"state_dict": state, "config": cfg.to_dict(), "epoch": int(epoch)}, buffer)
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    save_torch(path, {"state_dict": state, "config": cfg.to_dict(), "epoch": int(epoch)})
 
 
 def load_affinity(path: os.PathLike | str, device: torch.device | str = "cpu") -> AffinityNet:

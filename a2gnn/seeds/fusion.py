@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -59,6 +58,7 @@ from a2gnn.config import Config
 from a2gnn.datasets.voc import Box, VOCDataset
 from a2gnn.io import IGNORE_INDEX, DataError, read_label
 from a2gnn.seeds.grabcut import BACKGROUND, box_union_mask
+from a2gnn.seeds.scores import load_cam_scores
 
 TOP_POPULATIONS = ("label", "image")
 
@@ -187,17 +187,8 @@ def read_cam_scores(path: Path, shape: tuple[int, int], num_classes: int) -> tup
 
     Returns (cams float32 (K, H, W), labels int64 (K,)); anything else raises DataError naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "CAM score file is missing")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            cams, labels = data["cams"].astype(np.float32), data["labels"].astype(np.int64)
-    except KeyError as exc:
-        raise DataError(path, f"CAM score file lacks array {exc}") from exc
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(path, f"cannot read CAM scores ({exc})") from exc
-    if cams.ndim != 3 or cams.shape[1:] != shape or labels.shape != (cams.shape[0],):
+    cams, labels = load_cam_scores(path)
+    if cams.shape[1:] != shape:
         raise DataError(path, f"cams {cams.shape} / labels {labels.shape} do not match image size {shape}")
     if labels.size and (labels.min() < 1 or labels.max() >= num_classes or len(set(labels.tolist())) != labels.size):
         raise DataError(path, f"labels {labels.tolist()} must be unique foreground classes 1..{num_classes - 1}")
