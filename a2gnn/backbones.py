@@ -340,7 +340,9 @@ class TorchvisionResNet(Backbone):
         builders = {50: torchvision.models.resnet50, 101: torchvision.models.resnet101}
         if depth not in builders:
             raise ValueError(f"unsupported resnet depth {depth}")
-        net = builders[depth](weights=None, replace_stride_with_dilation=[False, True, True], norm_layer=norm_layer(norm))
+        net = builders[depth](
+            weights=None, replace_stride_with_dilation=[False, True, True], norm_layer=norm_layer(norm)
+        )
         self.stride = 8
         self.tap_channels = (512, 1024, 2048)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool

@@ -41,10 +41,17 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
 
 
 def run_stage(main, argv: list[str] | None = None) -> None:
-    """Run a stage's ``main``; known input/param errors print one clear line and exit with status 1."""
+    """Run a stage's ``main``; known input/param errors print one clear line and exit with status 1.
+
+    SIGTERM (e.g. a killed ``dvc repro``) becomes SystemExit, so the atomic writers' cleanup runs and no
+    temporary output folders are left behind.
+    """
+    import signal
+
     from a2gnn.config import ConfigError
     from a2gnn.io import DataError
 
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         main(argv)
     except (DataError, ConfigError) as exc:

@@ -131,7 +131,13 @@ def test_bad_weights_raise_dataerror_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     "section",
-    [{"name": "vgg"}, {"name": "resnet38", "stride": 4}, {"name": "resnet50", "stride": 16}, {"norm": "ln"}, {"width": 6}],
+    [
+        {"name": "vgg"},
+        {"name": "resnet38", "stride": 4},
+        {"name": "resnet50", "stride": 16},
+        {"norm": "ln"},
+        {"width": 6},
+    ],
 )
 def test_config_rejects_bad_values(section):
     with pytest.raises(ConfigError):

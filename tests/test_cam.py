@@ -337,7 +337,8 @@ def test_stage_outputs_are_reproducible_and_atomic(tmp_path, capsys):
     runs = []
     for name in ("out1", "out2"):
         _run_stage(params, data, tmp_path / name)
-        runs.append({p.relative_to(tmp_path / name).as_posix(): p.read_bytes() for p in (tmp_path / name).rglob("*") if p.is_file()})
+        files = sorted(p for p in (tmp_path / name).rglob("*") if p.is_file())
+        runs.append({p.relative_to(tmp_path / name).as_posix(): p.read_bytes() for p in files})
     expected = {"model.pt"} | {f"scores/img{i}.npz" for i in range(3)} | {f"M_I/img{i}.png" for i in range(3)}
     assert set(runs[0]) == expected
     assert runs[0] == runs[1]
@@ -345,7 +346,8 @@ def test_stage_outputs_are_reproducible_and_atomic(tmp_path, capsys):
     for i in range(3):
         cams, labels = load_cam_scores(tmp_path / "out1" / "scores" / f"img{i}.npz")
         assert cams.shape == (len(labels), 32, 32) and 0 <= cams.min() and cams.max() <= 1
-        np.testing.assert_array_equal(read_label(tmp_path / "out1" / "M_I" / f"img{i}.png"), cam_seeds(cams, labels, 4.0))
+        m_i = read_label(tmp_path / "out1" / "M_I" / f"img{i}.png")
+        np.testing.assert_array_equal(m_i, cam_seeds(cams, labels, 4.0))
     # a corrupt image fails the stage with one line naming the file, and leaves no output behind
     (data / "JPEGImages" / "img1.png").write_bytes(b"broken")
     capsys.readouterr()
