@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from a2gnn.config import Config
-from a2gnn.io import DataError
+from a2gnn.io import DataError, load_torch
 
 log = logging.getLogger(__name__)
 
@@ -364,12 +364,7 @@ def load_backbone_weights(model: nn.Module, path: os.PathLike | str) -> tuple[li
     unreadable file, or a tensor whose shape does not match, raises DataError naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "backbone weights file is missing")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt / non-torch files
-        raise DataError(path, f"cannot read backbone weights ({type(exc).__name__}: {exc})") from exc
+    state = load_torch(path, "backbone weights file")
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if key in state and isinstance(state[key], dict):

@@ -168,3 +168,16 @@ def save_torch(path: os.PathLike | str, obj) -> None:
     torch.save(obj, buffer)
     with atomic_file(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
+
+
+def load_torch(path: os.PathLike | str, what: str, map_location="cpu"):
+    """``torch.load`` (weights only) of a local file; a missing or unreadable file raises DataError naming it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, f"{what} is missing")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt / non-torch files
+        raise DataError(path, f"cannot read {what} ({type(exc).__name__}: {exc})") from exc

@@ -42,7 +42,7 @@ from a2gnn.backbones import BackboneConfig, build_backbone, normalize_image
 from a2gnn.cli import progress
 from a2gnn.config import Config, ConfigError
 from a2gnn.datasets.voc import VOCDataset
-from a2gnn.io import IGNORE_INDEX, DataError, read_label, save_torch
+from a2gnn.io import IGNORE_INDEX, DataError, load_torch, read_label, save_torch
 from a2gnn.neighbours import neighbour_gather, neighbour_valid, radius_offsets
 
 log = logging.getLogger(__name__)
@@ -333,12 +333,7 @@ def load_affinity(path: os.PathLike | str, device: torch.device | str = "cpu") -
     A missing, unreadable or mismatching checkpoint raises DataError naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "affinity checkpoint is missing")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt / non-torch files
-        raise DataError(path, f"cannot read affinity checkpoint ({type(exc).__name__}: {exc})") from exc
+    ckpt = load_torch(path, "affinity checkpoint")
     if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt):
         raise DataError(path, "not an affinity checkpoint (needs 'state_dict' and 'config')")
     try:

@@ -54,7 +54,7 @@ from a2gnn.backbones import Backbone, BackboneConfig, build_backbone, normalize_
 from a2gnn.cli import progress
 from a2gnn.config import Config
 from a2gnn.datasets.voc import VOCDataset
-from a2gnn.io import DataError, save_torch, write_label
+from a2gnn.io import DataError, load_torch, save_torch, write_label
 from a2gnn.seeds.scores import load_cam_scores, save_cam_scores  # noqa: F401  (re-exported)
 
 CAM_EPS = 1e-5
@@ -373,10 +373,8 @@ def load_cam_checkpoint(path: os.PathLike | str, device: str = "cpu") -> tuple[C
     """Rebuild a trained CAMNet (eval mode) -> (model, config, class_names, epoch). The backbone's
     ``weights`` file is not re-read: the checkpoint holds all weights."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "CAM checkpoint is missing")
+    ckpt = load_torch(path, "CAM checkpoint", map_location=device)
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
         cfg = CAMConfig.from_params(ckpt["config"])
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=None))
         class_names = tuple(ckpt["class_names"])
