@@ -8,7 +8,8 @@ Construction (:func:`build_image_graph`, :func:`build_graphs`): a trained :class
 affinities D (Eq. 8) on the radius-r neighbourhood become the edges E (Eq. 14, :func:`affinity_edges`); the
 concatenated backbone taps normalised by Eq. (15) become the node features X; M_g down-sampled to the grid gives
 the node labels; boxes are mapped to the grid (:func:`boxes_to_grid`); the Gaussian kernel of Eq. (13) on the
-grid colours gives the L_reg pairs (:func:`regulariser_pairs`).
+grid colours gives the L_reg pairs (:func:`regulariser_pairs`). Every image <-> grid conversion (labels, boxes,
+colours) uses the one stride-aligned mapping of :mod:`a2gnn.grid`, as does the up-sampling of the output.
 """
 
 from __future__ import annotations
@@ -21,20 +22,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from a2gnn.affinity.losses import (
-    LABEL_DOWNSAMPLE_MODES,
-    affinity,
-    downsample_image,
-    downsample_labels,
-    feature_distance,
-    pair_gaussian_kernel,
-)
+from a2gnn.affinity.losses import affinity, feature_distance, pair_gaussian_kernel
 from a2gnn.affinity.model import AffinityNet
 from a2gnn.affinity.train import load_seed_pair
 from a2gnn.backbones import normalize_image
 from a2gnn.cli import progress
 from a2gnn.config import Config
 from a2gnn.datasets.voc import Annotation, VOCDataset
+from a2gnn.grid import BOX_RULES, LABEL_DOWNSAMPLE_MODES, GridMap
+from a2gnn.io import IGNORE_INDEX
 from a2gnn.neighbours import grid_pairs, neighbour_valid, radius_offsets
 
 
@@ -55,6 +51,8 @@ class ImageGraph:
         pair_index:   (2, P) int64 pairs (a, b), a != b, within the regulariser radius (Eq. 11 / 22).
         pair_weight:  (P,) float32 Gaussian kernel G(a, b) of Eq. (13) for those pairs.
         image:        optional (3, h, w) float32 image colours on the grid in [0, 1] (for L_reg / CRF users).
+        seeds:        optional (H, W) uint8 full-resolution M_g (255 = unlabelled), for L_ce at image resolution
+                      (``GNNConfig.ce_resolution = "image"``); uint8 keeps it at H*W bytes per image.
     """
 
     image_id: str
@@ -68,6 +66,12 @@ class ImageGraph:
     pair_index: Tensor
     pair_weight: Tensor
     image: Tensor | None = None
+    seeds: Tensor | None = None
+
+    @property
+    def grid_map(self) -> GridMap:
+        """The image <-> grid mapping of this graph (stride inferred from image_size and grid)."""
+        return GridMap.from_sizes(self.image_size, self.grid)
 
     @property
     def num_nodes(self) -> int:
@@ -98,6 +102,7 @@ class GraphConfig(Config):
     reg_sigma_rgb: float = 0.1  # σ_rgb of G (Eq. 13) for L_reg, colours in [0, 1]
     reg_squared_distance: bool = True  # Eq. 13 with squared distances (usual Gaussian); false = as printed
     label_downsample: str = "centre"  # M_g -> node labels: "centre" (nearest) | "majority" of the cell
+    box_cells: str = "touch"  # pixel box -> grid cells: "touch" (every cell it meets) | "centre" (cell centre inside)
     batch_size: int = 8  # images of equal size per affinity-CNN forward pass
 
     def validate(self) -> None:
@@ -109,6 +114,7 @@ class GraphConfig(Config):
         self.check(
             self.label_downsample in LABEL_DOWNSAMPLE_MODES, "label_downsample", f"one of {LABEL_DOWNSAMPLE_MODES}"
         )
+        self.check(self.box_cells in BOX_RULES, "box_cells", f"one of {BOX_RULES}")
         self.check(self.batch_size >= 1, "batch_size", ">= 1")
 
 
@@ -171,28 +177,21 @@ def regulariser_pairs(
     return _sort_pairs(index, g.float(), h * w)
 
 
-def boxes_to_grid(annotation: Annotation, grid: tuple[int, int]) -> Tensor:
-    r"""Boxes in image pixels -> half-open boxes on the ``h x w`` feature grid.
+def boxes_to_grid(annotation: Annotation, grid: tuple[int, int], rule: str = "touch") -> Tensor:
+    r"""Boxes in image pixels -> half-open boxes on the ``h x w`` feature grid (:meth:`a2gnn.grid.GridMap.boxes`).
 
-    The grid covers the image proportionally (cell ``(a, b)`` = rows ``[a H/h, (a+1) H/h)``, columns
-    ``[b W/w, (b+1) W/w)``, as in :func:`a2gnn.affinity.losses.downsample_labels` and bilinear up-sampling), and a
-    grid box holds every cell its pixel box touches:
-    :math:`x_1^g = \lfloor x_1 w / W \rfloor`, :math:`x_2^g = \lceil x_2 w / W \rceil` (same for y), clipped to
-    the grid. For ``W = s w`` this is :math:`\lfloor x_1 / s \rfloor`, :math:`\lceil x_2 / s \rceil`. A
-    non-empty pixel box always gives a non-empty grid box.
+    Cell ``(a, b)`` is the pixel block ``[a s, (a+1) s) x [b s, (b+1) s)`` of the stride ``s`` implied by the
+    image and grid sizes. ``rule="touch"`` (default) keeps every cell the pixel box meets,
+    :math:`x_1^g = \lfloor x_1 / s \rfloor`, :math:`x_2^g = \lceil x_2 / s \rceil` (same for y), clipped to the
+    grid, so a non-empty pixel box always gives a non-empty grid box; ``"centre"`` keeps the cells whose centres
+    lie inside the box.
 
     Shapes: annotation with M boxes -> (M, 5) int64 rows [x1, y1, x2, y2, class].
     """
-    h, w = grid
-    H, W = annotation.height, annotation.width
     if not annotation.boxes:
         return torch.zeros(0, 5, dtype=torch.int64)
     b = torch.tensor([[bx.x1, bx.y1, bx.x2, bx.y2, bx.label] for bx in annotation.boxes], dtype=torch.int64)
-    x1 = torch.clamp(b[:, 0] * w // W, 0, w)
-    y1 = torch.clamp(b[:, 1] * h // H, 0, h)
-    x2 = torch.clamp(-((-b[:, 2] * w) // W), 0, w)  # ceil division
-    y2 = torch.clamp(-((-b[:, 3] * h) // H), 0, h)
-    return torch.stack([x1, y1, x2, y2, b[:, 4]], dim=1)
+    return GridMap.from_sizes((annotation.height, annotation.width), grid).boxes(b, rule)
 
 
 def _graph_from_outputs(
@@ -206,8 +205,9 @@ def _graph_from_outputs(
 ) -> ImageGraph:
     """ImageGraph of one image from its F_A (d_A, h, w) and concatenated taps (D_g, h, w) (on the CPU)."""
     h, w = f_a.shape[-2:]
+    mapping = GridMap.from_sizes(image.shape[:2], (h, w))
     edge_index, edge_weight = affinity_edges(f_a, cfg.radius, cfg.sigma)
-    colours = downsample_image(torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0), (h, w))
+    colours = mapping.downsample_image(torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0))
     pair_index, pair_weight = regulariser_pairs(
         colours, cfg.reg_radius, cfg.reg_sigma_xy, cfg.reg_sigma_rgb, cfg.reg_squared_distance
     )
@@ -217,13 +217,14 @@ def _graph_from_outputs(
         x=x.contiguous(),
         edge_index=edge_index,
         edge_weight=edge_weight,
-        labels=downsample_labels(m_g, (h, w), cfg.label_downsample).reshape(-1),
-        boxes=boxes_to_grid(annotation, (h, w)),
+        labels=mapping.downsample_labels(m_g, cfg.label_downsample).reshape(-1),
+        boxes=boxes_to_grid(annotation, (h, w), cfg.box_cells),
         grid=(int(h), int(w)),
         image_size=(int(image.shape[0]), int(image.shape[1])),
         pair_index=pair_index,
         pair_weight=pair_weight,
         image=colours,
+        seeds=torch.from_numpy(np.ascontiguousarray(m_g, dtype=np.uint8)),
     )
 
 
@@ -259,10 +260,18 @@ def build_image_graph(
     return _graph_from_outputs(annotation.image_id, f_a[0], feats[0], image, m_g, annotation, cfg)
 
 
+def _image_and_seeds(dataset, seed_dir: os.PathLike | str | None, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Image and its seed map; without ``seed_dir`` (methods that need no node labels) every node is unlabelled."""
+    if seed_dir is None:
+        image = dataset.image(image_id)
+        return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
+    return load_seed_pair(dataset, seed_dir, image_id)
+
+
 def build_graphs(
     model: AffinityNet,
     dataset: VOCDataset,
-    seed_dir: os.PathLike | str,
+    seed_dir: os.PathLike | str | None,
     cfg: GraphConfig,
     device: torch.device | str = "cpu",
     ids: list[str] | None = None,
@@ -287,7 +296,7 @@ def build_graphs(
     model.eval()
     try:
         for chunk in progress(chunks, desc="graphs", total=len(chunks)):
-            images, seeds = zip(*(load_seed_pair(dataset, seed_dir, ids[n]) for n in chunk))
+            images, seeds = zip(*(_image_and_seeds(dataset, seed_dir, ids[n]) for n in chunk))
             f_a, feats = _forward(model, list(images), device)
             for b, n in enumerate(chunk):
                 graphs[n] = _graph_from_outputs(

@@ -50,6 +50,42 @@ def cross_entropy_loss(log_probs: Tensor, labels: Tensor, node_image: Tensor | N
     return _segment_mean(nll[~fg], img[~fg], num_images) + _segment_mean(nll[fg], img[fg], num_images)
 
 
+def upsampled_log_probs(log_probs: Tensor, pix_node: Tensor, pix_weight: Tensor,
+                        pix_class_mask: Tensor | None = None) -> Tensor:
+    r"""Node log-probabilities bilinearly up-sampled to pixels, renormalised: :math:`\log\mathrm{softmax}(\sum_k
+    w_{pk} \log O(n_{pk}))`.
+
+    Bilinear interpolation is linear and log O = z - logsumexp(z) differs from the logits z by a per-node constant,
+    which the interpolation turns into a per-pixel constant and the softmax removes: the result equals
+    log softmax of the up-sampled *logits* (the authors' order), without needing the logits. Classes outside
+    ``pix_class_mask`` (-inf in log O) are interpolated as 0 and masked again.
+
+    Shapes: log_probs (N, C), pix_node (P, K) node ids, pix_weight (P, K) (from
+    :meth:`a2gnn.grid.GridMap.bilinear_taps`), pix_class_mask (P, C) bool -> (P, C).
+    """
+    finite = log_probs.masked_fill(torch.isneginf(log_probs), 0.0)
+    z = finite.new_zeros(pix_node.shape[0], finite.shape[1])
+    for k in range(pix_node.shape[1]):
+        z = z + finite.index_select(0, pix_node[:, k]) * pix_weight[:, k, None].to(finite.dtype)
+    if pix_class_mask is not None:
+        z = z.masked_fill(~pix_class_mask, float("-inf"))
+    return torch.log_softmax(z, dim=-1)
+
+
+def cross_entropy_image_loss(log_probs: Tensor, pix_node: Tensor, pix_weight: Tensor, pix_label: Tensor,
+                             pix_image: Tensor | None = None, num_images: int = 1,
+                             pix_class_mask: Tensor | None = None, class_balanced: bool = False) -> Tensor:
+    r"""Eq. (21) at the image's resolution (paper §5): the node output bilinearly up-sampled to the labelled
+    pixels, :math:`L_{ce} = -\frac{1}{|P^l|} \sum_{p \in P^l} \log \hat O^{M_g(p)}(p)` per image, with
+    :math:`\hat O` from :func:`upsampled_log_probs` and P^l the pixels of M_g (full size) that are not 255.
+
+    Shapes: log_probs (N, C), pix_node / pix_weight (P, K), pix_label (P,) int64 (255 = ignored),
+    pix_image (P,), pix_class_mask (P, C) -> (B,).
+    """
+    up = upsampled_log_probs(log_probs, pix_node, pix_weight, pix_class_mask)
+    return cross_entropy_loss(up, pix_label, pix_image, num_images, class_balanced)
+
+
 def regularized_loss(probs: Tensor, pairs: EdgeCSR, pair_weight: Tensor, pair_image: Tensor | None = None,
                      nodes_per_image: Tensor | None = None, num_images: int = 1) -> Tensor:
     r"""Eq. (22), as the dense-CRF regularised loss it is meant to be (Tang et al., ECCV 2018), per image.
@@ -161,6 +197,13 @@ def multi_point_loss(log_probs: Tensor, h: Tensor, entry_node: Tensor, entry_box
 
     N_p = number of entries (over the image's boxes), N_f = number of ordered entry pairs with different
     nodes; H = features of the last attention layer H^{L+1}. A term with no summands is 0.
+
+    **Overlapping boxes** (deliberate, Eq. 24-26 as written: sums over boxes j, then over k_i in K_j): the K_j
+    are built per box, independently. A node picked by two boxes is one entry of each. With boxes of
+    different classes it is a CE target of *both* classes (-log O^{c_A} - log O^{c_B}, each weighted 1/N_p, so
+    N_p counts it twice and its probability is pulled towards both classes); with boxes of the same class it
+    is the same target twice. In the distance term it is paired only with the other entries of each box
+    separately (pairs never cross boxes). The prototypes of Eq. (27) likewise include it in both boxes.
 
     Shapes: log_probs (N, C), h (N, F), entry_node / entry_box (K,) (sorted by box), box_class (M,),
     box_image (M,) -> (B,).

@@ -29,9 +29,10 @@ grid of a 160-px image), far beyond the walks used here.
 from __future__ import annotations
 
 import dataclasses
-import math
+import os
 import typing
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from a2gnn.config import Config
+from a2gnn.grid import GridMap, infer_stride  # noqa: F401  (infer_stride re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,15 +107,6 @@ def random_walk(scores: Tensor, transition: Tensor, steps: int) -> Tensor:
     return x.t().contiguous()
 
 
-def infer_stride(image_size: tuple[int, int], grid: tuple[int, int]) -> int:
-    """Output stride s with ``grid == (ceil(H / s), ceil(W / s))`` (ARCHITECTURE: feature grids); s = ceil(H / h)."""
-    (height, width), (h, w) = image_size, grid
-    stride = math.ceil(height / h)
-    if math.ceil(height / stride) != h or math.ceil(width / stride) != w:
-        raise ValueError(f"grid {grid} is not ceil(image {image_size} / stride) for any stride; pass stride")
-    return stride
-
-
 def cam_to_grid(cams: Tensor, grid: tuple[int, int], stride: int | None = None) -> Tensor:
     """Average-pool score maps to the feature grid: cell (r, c) = mean over pixels [r·s, (r+1)·s) × [c·s, (c+1)·s).
 
@@ -136,14 +129,11 @@ def cam_to_grid(cams: Tensor, grid: tuple[int, int], stride: int | None = None) 
 
 
 def upsample_scores(scores: Tensor, image_size: tuple[int, int], stride: int) -> Tensor:
-    """Bilinear up-sampling of grid scores back to the image: to (h·s, w·s), then crop to (H, W).
+    """Bilinear up-sampling of grid scores back to the image (:meth:`a2gnn.grid.GridMap.upsample`).
 
     Shapes: scores (C, h, w) -> (C, H, W).
     """
-    h, w = scores.shape[-2:]
-    size = (h * stride, w * stride)
-    up = F.interpolate(scores[None].to(torch.float32), size=size, mode="bilinear", align_corners=False)
-    return up[0, :, : image_size[0], : image_size[1]]
+    return GridMap(tuple(image_size), stride).upsample(scores)
 
 
 def background_score(cams: Tensor, alpha: float) -> Tensor:
@@ -200,3 +190,27 @@ def random_walk_labels(
     if scores.shape[0] != class_ids.shape[0]:
         raise ValueError(f"{scores.shape[0] - 1} CAMs but {class_ids.shape[0] - 1} labels")
     return class_ids[scores.argmax(dim=0).cpu().numpy()].astype(np.uint8)
+
+
+@dataclasses.dataclass
+class RandomWalkScorer:
+    """Table 4(a) "RW" as a :class:`a2gnn.pseudo_labels.Scorer`: each image's CAMs walked over its affinity
+    graph (the same graphs as A²GNN, built without seeds), [background; CAMs] scores at image resolution."""
+
+    dataset: typing.Any
+    model: typing.Any  # AffinityNet
+    cam_dir: os.PathLike | str  # cam stage output: scores/<id>.npz
+    graph_cfg: typing.Any  # GraphConfig
+    cfg: RandomWalkConfig
+    device: str
+
+    def __call__(self, ids, annotations):
+        from a2gnn.graph import build_graphs
+        from a2gnn.pseudo_labels import aligned_cams
+
+        graphs = build_graphs(self.model, self.dataset, None, self.graph_cfg, self.device, ids=list(ids))
+        scores = []
+        for i, g, a in zip(ids, graphs, annotations):
+            cams = aligned_cams(Path(self.cam_dir) / "scores" / f"{i}.npz", a)
+            scores.append(propagate_cams(cams, g.edge_index, g.edge_weight, g.grid, self.cfg).numpy())
+        return scores

@@ -58,7 +58,7 @@ def three_graphs():
 def test_batched_equals_per_image_training():
     graphs = three_graphs()
     assert FAST.dropout > 0 and FAST.use_mp and FAST.use_reg and FAST.use_consistency
-    batched = train_a2gnn(graphs, dataclasses.replace(FAST, batch_images=3), NUM_CLASSES, seed=5)
+    batched = train_a2gnn(graphs, FAST, NUM_CLASSES, seed=5, batch_images=3)
     for g, got in zip(graphs, batched):
         want = train_a2gnn_single(g, FAST, NUM_CLASSES, seed=5)
         assert got.shape == (g.num_nodes, NUM_CLASSES)
@@ -67,17 +67,17 @@ def test_batched_equals_per_image_training():
 
 def test_deterministic_and_independent_of_order_and_batch_size():
     graphs = three_graphs()
-    cfg = dataclasses.replace(FAST, batch_images=2)
-    first = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=1)
-    again = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=1)
+    cfg = FAST
+    first = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=1, batch_images=2)
+    again = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=1, batch_images=2)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
-    reordered = train_a2gnn(graphs[::-1], dataclasses.replace(FAST, batch_images=3), NUM_CLASSES, seed=1)[::-1]
+    reordered = train_a2gnn(graphs[::-1], FAST, NUM_CLASSES, seed=1, batch_images=3)[::-1]
     assert all(torch.allclose(a, b, atol=2e-5) for a, b in zip(first, reordered))
-    in_workers, labels = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=1, workers=2, return_labels=True)  # 2 processes
+    in_workers, labels = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=1, workers=2, return_labels=True, batch_images=2)  # 2 processes
     assert all(torch.equal(a, b) for a, b in zip(first, in_workers))
     assert [lab.shape[0] for lab in labels] == [g.num_nodes for g in graphs]
     assert all(torch.all((lab == g.labels) | (lab == 255)) for lab, g in zip(labels, graphs))  # seeds only removed
-    other_seed = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=2)
+    other_seed = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=2, batch_images=2)
     assert not torch.allclose(first[0], other_seed[0])
 
 
@@ -148,3 +148,128 @@ def test_bad_graph_raises_data_error_naming_image(field, value, message):
         check_graph(graph, NUM_CLASSES)
     with pytest.raises(DataError, match="img_007"):
         train_a2gnn([graph], FAST, NUM_CLASSES)
+
+
+# ---------------------------------------------------------------------------------------------- L_ce at image size
+def with_seeds(graph: ImageGraph, seed: int = 0, rate: float = 0.3) -> ImageGraph:
+    """Full-size seeds for a toy graph (image_size = 8 h x 8 w): each cell's pixels take the node's true class
+    (recovered from the features), a random ``rate`` of the pixels are labelled."""
+    h, w = graph.grid
+    gen = torch.Generator().manual_seed(seed)
+    fg = graph.x[:, : graph.x.shape[1] // 2].sum(1) > graph.x[:, graph.x.shape[1] // 2:].sum(1)
+    cls = int(graph.boxes[0, 4]) if graph.boxes.numel() else 1
+    truth = torch.where(fg, cls, 0).view(h, w)
+    full = truth.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    full = torch.where(torch.rand(full.shape, generator=gen) < rate, full, torch.full_like(full, 255))
+    return dataclasses.replace(graph, seeds=full.to(torch.uint8))
+
+
+def test_image_resolution_ce_batched_equals_single():
+    graphs = [with_seeds(g, i) for i, g in enumerate(three_graphs())]
+    cfg = dataclasses.replace(FAST, ce_resolution="image")
+    batched = train_a2gnn(graphs, cfg, NUM_CLASSES, seed=5, batch_images=3)
+    grid_mode = train_a2gnn(graphs, FAST, NUM_CLASSES, seed=5, batch_images=3)
+    for g, got, other in zip(graphs, batched, grid_mode):
+        want = train_a2gnn_single(g, cfg, NUM_CLASSES, seed=5)
+        assert torch.allclose(got, want, atol=2e-5), (got - want).abs().max()
+        assert not torch.allclose(got, other, atol=1e-3)  # the loss really changed
+
+
+def test_image_resolution_ce_loss_in_fit_matches_dense_reference():
+    """The first-epoch L_ce of fit at "image" resolution equals a dense computation: F.interpolate of the
+    logits to the image, softmax over the allowed classes, mean NLL over the labelled pixels."""
+    graph = with_seeds(toy_graph("d", 3, 5, 2, seed=4)[0], 1)
+    cfg = dataclasses.replace(FAST, ce_resolution="image", use_mp=False, epochs=1, first_phase_epochs=1,
+                              dropout=0.0)
+    batch = collate([graph], NUM_CLASSES, cfg)
+    model = A2GNN(batch.x.shape[2], NUM_CLASSES, cfg, torch.Generator().manual_seed(0))
+    seen = []
+
+    def forward(mask):
+        out = model(batch.x[0], batch.csr, batch.edge_weight, None, batch.class_mask[0])
+        seen.append(out[0].detach())
+        return out
+
+    import a2gnn.gnn.train as train_module
+    losses = []
+    original = train_module.total_loss
+    train_module.total_loss = lambda *a, **k: losses.append(a[0].detach()) or original(*a, **k)
+    try:
+        fit(forward, torch.optim.SGD(model.parameters(), lr=0.0), batch, cfg, [torch.Generator()])
+    finally:
+        train_module.total_loss = original
+    log_probs = seen[0]
+    allowed = batch.class_mask[0]
+    logits = log_probs[:, allowed].t().reshape(-1, 3, 5)  # log O = logits - per-node constant
+    up = torch.nn.functional.interpolate(logits[None], size=(24, 40), mode="bilinear", align_corners=False)[0]
+    lp = torch.log_softmax(up, 0)
+    seeds = graph.seeds.long()
+    ys, xs = (seeds != 255).nonzero(as_tuple=True)
+    cls_index = {int(c): k for k, c in enumerate(allowed.nonzero().view(-1).tolist())}
+    nll = torch.stack([-lp[cls_index[int(seeds[y, x])], y, x] for y, x in zip(ys.tolist(), xs.tolist())])
+    assert torch.allclose(losses[0], nll.mean().view(1), atol=1e-5)
+
+
+def test_image_resolution_ce_needs_full_size_seeds():
+    graph, _ = toy_graph("noseeds", 4, 5)
+    with pytest.raises(DataError, match="noseeds.*seeds"):
+        train_a2gnn([graph], dataclasses.replace(FAST, ce_resolution="image"), NUM_CLASSES)
+    bad = dataclasses.replace(graph, seeds=torch.zeros(5, 5, dtype=torch.uint8))
+    with pytest.raises(DataError, match="noseeds.*seeds has shape"):
+        check_graph(bad, NUM_CLASSES)
+
+
+# ---------------------------------------------------------------------------------------------- diagnostics
+def clean_noisy_graph():
+    """10 x 12 grid, object = columns < 6 (class 2), box = columns < 8; noise-free cluster features. Seeds: every
+    third node with its true class, plus the background nodes of columns 6-7 (inside the box) wrongly seeded
+    with the box class: those, and only those, must be removed by consistency checking."""
+    graph, truth = toy_graph("clean", 10, 12, 2, seed=0, seed_rate=0.0, boxes=torch.tensor([[0, 0, 8, 10, 2]]))
+    col = torch.arange(120) % 12
+    fg = (truth > 0).float()[:, None]
+    x = torch.cat([fg.expand(120, 6), (1 - fg).expand(120, 6)], 1) / 6
+    labels = torch.where(torch.arange(120) % 3 == 0, truth, torch.full_like(truth, 255))
+    noisy = (col >= 6) & (col < 8) & (torch.arange(120) % 2 == 0)
+    labels[noisy] = 2
+    return dataclasses.replace(graph, x=x, labels=labels), noisy
+
+
+def test_diagnostics_report_the_removed_seeds():
+    graph, noisy = clean_noisy_graph()
+    cfg = GNNConfig(hidden=16, epochs=30, first_phase_epochs=15, dropout=0.0)
+    probs, labels, diags = train_a2gnn([graph], cfg, NUM_CLASSES, return_labels=True, return_diagnostics=True)
+    d = diags[0]
+    assert d.image_id == "clean" and torch.equal(d.seeds, graph.labels) and torch.equal(d.labels, labels[0])
+    in_box_seed = (graph.labels == 2) & (torch.arange(120) % 12 < 8)
+    assert torch.equal(d.checked, in_box_seed)  # Eq. 28 candidates: box-class seeds inside the box
+    assert torch.equal(d.removed, noisy) and d.num_removed == int(noisy.sum())
+    # default outputs unchanged by asking for diagnostics
+    assert all(torch.equal(a, b) for a, b in zip(probs, train_a2gnn([graph], cfg, NUM_CLASSES)))
+    off = train_a2gnn([graph], dataclasses.replace(cfg, use_consistency=False), NUM_CLASSES,
+                      return_diagnostics=True)[1][0]
+    assert off.num_removed == 0 and torch.equal(off.labels, graph.labels)
+
+
+# ---------------------------------------------------------------------------------------------- two phases
+@pytest.mark.parametrize("first_phase", [0, 3, 6])
+def test_reg_and_consistency_only_in_second_phase(first_phase, monkeypatch):
+    """L_reg (Eq. 22) and consistency checking (Eq. 28) are called in exactly the epochs >= first_phase_epochs."""
+    import a2gnn.gnn.train as train_module
+    graph, _ = toy_graph("phases", 5, 6)
+    cfg = dataclasses.replace(FAST, epochs=6, first_phase_epochs=first_phase)
+    epoch = [-1]
+    calls = {"reg": [], "check": []}
+    for name, key in (("regularized_loss", "reg"), ("consistency_check", "check")):
+        original = getattr(train_module, name)
+        monkeypatch.setattr(train_module, name,
+                            lambda *a, _o=original, _k=key, **k: calls[_k].append(epoch[0]) or _o(*a, **k))
+    batch = collate([graph], NUM_CLASSES, cfg)
+    gen = torch.Generator().manual_seed(0)
+    model = A2GNN(batch.x.shape[2], NUM_CLASSES, cfg, gen)
+
+    def forward(mask):
+        epoch[0] += 1
+        return model(batch.x[0], batch.csr, batch.edge_weight, None if mask is None else mask[0], batch.class_mask[0])
+
+    fit(forward, torch.optim.Adam(model.parameters()), batch, cfg, [gen])
+    assert calls["reg"] == calls["check"] == list(range(first_phase, 6))

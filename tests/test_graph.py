@@ -128,9 +128,12 @@ def test_boxes_to_grid_hand_examples():
     boxes = (Box(9, 0, 17, 40, 3), Box(8, 8, 16, 16, 1), Box(63, 39, 64, 40, 2))
     ann = Annotation("a", width=64, height=40, boxes=boxes)
     assert boxes_to_grid(ann, (5, 8)).tolist() == [[1, 0, 3, 5, 3], [1, 1, 2, 2, 1], [7, 4, 8, 5, 2]]
-    # 50 x 37 image -> 7 x 5 grid (proportional): x1 = floor(9 * 7 / 50) = 1, x2 = ceil(17 * 7 / 50) = 3
-    ann = Annotation("b", width=50, height=37, boxes=(Box(9, 0, 17, 37, 4),))
-    assert boxes_to_grid(ann, (5, 7)).tolist() == [[1, 0, 3, 5, 4]]
+    # 50 x 37 image -> 7 x 5 grid, stride 8 (cells are 8 x 8 pixel blocks, the last ones cut by the border):
+    # x1 = floor(9 / 8) = 1, x2 = ceil(17 / 8) = 3; box x [41, 50) touches cells 5 and 6 (pixels [40, 50))
+    ann = Annotation("b", width=50, height=37, boxes=(Box(9, 0, 17, 37, 4), Box(41, 33, 50, 37, 1)))
+    assert boxes_to_grid(ann, (5, 7)).tolist() == [[1, 0, 3, 5, 4], [5, 4, 7, 5, 1]]
+    # "centre": cells whose centre (a + 1/2) 8 lies in the box: x in [9, 17) holds the centre 12 of cell 1 only
+    assert boxes_to_grid(ann, (5, 7), "centre").tolist() == [[1, 0, 2, 5, 4], [5, 4, 6, 5, 1]]
 
 
 def test_boxes_to_grid_covers_exactly_the_touched_cells():
@@ -142,9 +145,9 @@ def test_boxes_to_grid_covers_exactly_the_touched_cells():
         boxes.append(Box(x1, y1, int(rng.integers(x1 + 1, W + 1)), int(rng.integers(y1 + 1, H + 1)), 1))
     got = boxes_to_grid(Annotation("r", W, H, tuple(boxes)), (h, w))
     for box, row in zip(boxes, got.tolist()):
-        # cell b spans columns [b W / w, (b + 1) W / w); it is touched iff that span meets [x1, x2)
-        cols = [b for b in range(w) if b * W / w < box.x2 and (b + 1) * W / w > box.x1]
-        rows = [a for a in range(h) if a * H / h < box.y2 and (a + 1) * H / h > box.y1]
+        # stride 8: cell b spans columns [8 b, min(8 (b + 1), W)); it is touched iff that span meets [x1, x2)
+        cols = [b for b in range(w) if 8 * b < box.x2 and min(8 * (b + 1), W) > box.x1]
+        rows = [a for a in range(h) if 8 * a < box.y2 and min(8 * (a + 1), H) > box.y1]
         assert row == [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1, 1]
 
 
@@ -171,6 +174,9 @@ def test_build_image_graph_fields():
     nonzero = graph.x.sum(1) > 0
     assert torch.allclose(graph.x.sum(1)[nonzero], torch.ones(int(nonzero.sum())))
     assert torch.equal(graph.labels, downsample_labels(m_g, (5, 7)).reshape(-1))
+    # the cell centre pixels (8 a + 4, 8 b + 4) give the node labels; the full-size seeds are kept as uint8
+    assert torch.equal(graph.labels.view(5, 7), torch.from_numpy(m_g[4::8, 4::8]).long())
+    assert graph.seeds.dtype == torch.uint8 and torch.equal(graph.seeds, torch.from_numpy(m_g))
     assert set(graph.labels.tolist()) <= {0, 2, 255}
     assert graph.boxes.tolist() == [[2, 0, 7, 4, 2]]  # floor(20/8), floor(5/8), ceil(56/8), ceil(30/8)
     assert graph.image.shape == (3, 5, 7) and 0 <= graph.image.min() and graph.image.max() <= 1

@@ -4,8 +4,12 @@ import pytest
 import torch
 
 from a2gnn.gnn.layers import EdgeCSR
-from a2gnn.losses import (box_lines, cross_entropy_loss, multi_point_loss, multi_point_sets, pad_by_box,
-                          regularized_loss, select_multi_points, total_loss)
+import math
+
+from a2gnn.grid import GridMap
+from a2gnn.losses import (box_lines, cross_entropy_image_loss, cross_entropy_loss, multi_point_loss,
+                          multi_point_sets, pad_by_box, regularized_loss, select_multi_points, total_loss,
+                          upsampled_log_probs)
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +33,27 @@ def test_eq21_mean_over_labelled_nodes():
     assert torch.allclose(cross_entropy_loss(lp, labels, class_balanced=True), balanced.view(1))
     per_image = cross_entropy_loss(lp, labels, torch.tensor([0, 0, 1, 1]), 3)
     assert torch.allclose(per_image, torch.stack([-(lp[0, 0] + lp[1, 2]) / 2, -lp[3, 1], torch.tensor(0.0)]))
+
+
+def test_eq21_at_image_resolution_hand_example():
+    """Grid 1 x 2, stride 2, image 2 x 4: node logits z0 = (2, 0), z1 = (0, 2); column x of the image reads the
+    cells at (x + 1/2) / 2 - 1/2 -> weights (1, 0), (3/4, 1/4), (1/4, 3/4), (0, 1). Seeds: (0, 1) = class 0,
+    (1, 2) = class 1. Pixel (0, 1) has logits (1.5, 0.5) -> -log softmax_0 = log(1 + e^-1); pixel (1, 2) is its
+    mirror image. Class 2 is outside the image's classes (-inf)."""
+    m = GridMap((2, 4), 2)
+    log_probs = torch.log_softmax(torch.tensor([[2.0, 0.0, float("-inf")], [0.0, 2.0, float("-inf")]]), 1)
+    seeds = torch.tensor([[255, 0, 255, 255], [255, 255, 1, 255]]).reshape(-1)
+    pixels = (seeds != 255).nonzero(as_tuple=True)[0]
+    node, weight = m.bilinear_taps(pixels)
+    mask = torch.tensor([[True, True, False]]).expand(2, 3)
+    got = cross_entropy_image_loss(log_probs, node, weight, seeds[pixels], pix_class_mask=mask)
+    assert torch.allclose(got, torch.tensor([math.log(1 + math.exp(-1))]))
+    up = upsampled_log_probs(log_probs, node, weight, mask).exp()
+    assert torch.allclose(up[0], torch.tensor([1 / (1 + math.exp(-1)), 1 / (1 + math.exp(1)), 0.0]))
+    # same as up-sampling the logits with F.interpolate and taking the softmax (the authors' order)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]]).t().reshape(2, 1, 2)
+    dense = torch.log_softmax(m.upsample(logits), 0).reshape(2, -1).t()
+    assert torch.allclose(upsampled_log_probs(log_probs[:, :2], node, weight), dense[pixels], atol=1e-6)
 
 
 # --- Eq. (22) -------------------------------------------------------------------------------------------
@@ -155,3 +180,28 @@ def test_eq20_total():
     assert torch.allclose(total_loss(ce, mp, reg, 0.01), torch.tensor([1.6, 2.45]))
     assert torch.equal(total_loss(ce), ce)
     assert torch.allclose(total_loss(ce, l_reg=reg, lambda_reg=0.1), torch.tensor([2.0, 4.0]))
+
+
+def test_overlapping_boxes_of_different_classes():
+    """A node picked by boxes of two classes is a CE target of both (one entry per box, so N_p counts it twice)
+    and is paired, in the distance term, only with the other entries of each box separately.
+
+    Grid 1 x 3, box A = nodes {0, 1} class 1, box B = nodes {1, 2} class 2. Node 1 has the highest O^1 in A's
+    row and column 1, and the highest O^2 in B's row and column 1: K_A = {0, 1}, K_B = {1, 2}.
+    L_mp = -(log .3 + log .4 + log .4 + log .3) / 4 + (2 (1 - cos(h0, h1)) + 2 (1 - cos(h1, h2))) / 4
+    with h0 = (1, 0), h1 = (1, 1), h2 = (0, 1): 1 - cos = 1 - 1/sqrt(2) for both pairs; (h0, h2) are never paired.
+    """
+    boxes = torch.tensor([[0, 0, 2, 1, 1], [1, 0, 3, 1, 2]])
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.4, 0.4], [0.6, 0.1, 0.3]], dtype=torch.float64)
+    h = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    lines, box = box_lines(boxes, (1, 3))
+    picked = select_multi_points(probs, lines, box, boxes[:, 4])
+    node, b = multi_point_sets(picked, box)
+    assert list(zip(node.tolist(), b.tolist())) == [(0, 0), (1, 0), (1, 1), (2, 1)]
+    log_probs = probs.log().requires_grad_()
+    got = multi_point_loss(log_probs, h, node, b, boxes[:, 4])
+    want = -(2 * math.log(0.3) + 2 * math.log(0.4)) / 4 + (1 - 1 / math.sqrt(2))
+    assert got.item() == pytest.approx(want, abs=1e-12)
+    # node 1 is pushed towards both box classes with equal weight (1 / N_p each)
+    grad = torch.autograd.grad(got.sum(), log_probs)[0]
+    assert grad[1].tolist() == pytest.approx([0.0, -0.25, -0.25])

@@ -32,6 +32,7 @@ from a2gnn.gnn.layers import EdgeCSR, affinity_attention, propagate
 
 LAYER_TYPES = ("a2gnn", "agnn", "gcn")
 CONSISTENCY_SCALES = ("background", "absolute")
+CE_RESOLUTIONS = ("grid", "image")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,10 @@ class GNNConfig(Config):
     use_reg: bool = True  # add λ_1 L_reg (Eq. 22) in the second phase
     # false: Eq. 21 (mean over V^l); true: bg and fg seeds averaged separately, then summed (authors' code)
     class_balanced_ce: bool = False
+    # where Eq. 21 is evaluated: "grid" = on the nodes against M_g down-sampled to the grid; "image" = node
+    # log-probabilities bilinearly up-sampled to the image (a2gnn.grid, as at inference) against the full-
+    # resolution M_g (paper §5: losses at the original resolution)
+    ce_resolution: str = "grid"
     mp_unique_nodes: bool = True  # K_j of Eq. 24 as a set (a node picked by a row and a column counts once)
     # --- consistency checking (Eq. 27-28) ---
     use_consistency: bool = True  # apply Eq. 28 in the second phase
@@ -89,6 +94,7 @@ class GNNConfig(Config):
         self.check(self.epochs >= 1, "epochs", ">= 1")
         self.check(0 <= self.first_phase_epochs <= self.epochs, "first_phase_epochs", "in [0, epochs]")
         self.check(self.lambda_reg >= 0.0, "lambda_reg", ">= 0")
+        self.check(self.ce_resolution in CE_RESOLUTIONS, "ce_resolution", f"one of {CE_RESOLUTIONS}")
         self.check(self.consistency_scale in CONSISTENCY_SCALES, "consistency_scale", f"one of {CONSISTENCY_SCALES}")
         self.check(self.consistency_threshold >= 0.0, "consistency_threshold", ">= 0")
         self.check(self.batch_images >= 1, "batch_images", ">= 1")

@@ -11,6 +11,16 @@ of every epoch come from the image's own generator, seeded from ``seed`` and the
 
 Schedule (§5): ``epochs`` full-graph steps; the first ``first_phase_epochs`` use L_ce + L_mp, the rest add
 λ_1 L_reg and consistency checking (Eq. 27-28, recomputed every step from the current features).
+
+L_ce (Eq. 21) is evaluated on the node grid (``ce_resolution="grid"``, default) or, as the paper's §5 says, at
+the image's resolution (``"image"``): the node output is bilinearly up-sampled with the inference mapping of
+:mod:`a2gnn.grid` to the labelled pixels of the full-size M_g. Consistency checking works on nodes in both
+cases; in "image" mode a pixel seed is dropped when the seed of its cell's node was dropped and the pixel
+carries that node's label.
+
+Diagnostics: ``train_a2gnn(..., return_diagnostics=True)`` also returns one :class:`SeedDiagnostics` per image
+with the node seeds before checking, the labels L_ce used in the final epoch and which seeds Eq. 28 examined,
+so a caller can count the removed seeds (``removed``) and compare them with ground truth.
 """
 
 from __future__ import annotations
@@ -29,8 +39,8 @@ from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, draw_dropout_mask
 from a2gnn.graph import ImageGraph
 from a2gnn.io import IGNORE_INDEX, DataError
 from a2gnn.parallel import parallel_map
-from a2gnn.losses import (box_lines, cross_entropy_loss, multi_point_loss, multi_point_sets, regularized_loss,
-                          select_multi_points, total_loss)
+from a2gnn.losses import (box_lines, cross_entropy_image_loss, cross_entropy_loss, multi_point_loss,
+                          multi_point_sets, regularized_loss, select_multi_points, total_loss)
 
 Forward = Callable[[Tensor | None], tuple[Tensor, Tensor]]
 
@@ -59,6 +69,12 @@ def check_graph(graph: ImageGraph, num_classes: int) -> None:
             fail(f"{name}_index has node ids outside [0, {n})")
     if graph.labels.shape != (n,):
         fail(f"labels has shape {tuple(graph.labels.shape)}, expected ({n},)")
+    if graph.seeds is not None:
+        if tuple(graph.seeds.shape) != tuple(graph.image_size):
+            fail(f"seeds has shape {tuple(graph.seeds.shape)}, expected the image size {tuple(graph.image_size)}")
+        seeds = graph.seeds.to(torch.int64)
+        if ((seeds != IGNORE_INDEX) & ((seeds < 0) | (seeds >= num_classes))).any():
+            fail(f"seeds outside [0, {num_classes}) and != {IGNORE_INDEX}")
     bad = (graph.labels != IGNORE_INDEX) & ((graph.labels < 0) | (graph.labels >= num_classes))
     if bad.any():
         fail(f"labels outside [0, {num_classes}) and != {IGNORE_INDEX}")
@@ -87,6 +103,9 @@ class GraphBatch:
         cand_box (Q,), cand_node (Q,): seeds checked by Eq. 28; outside_node / outside_image (R,): nodes
         outside every box of their image (background prototype of the "background" distance scale).
         pairs / pair_weight / pair_image: L_reg pairs (CSR), (P,), (P,); nodes_per_image (B,).
+        Only with ``ce_resolution="image"`` (else None), over the S labelled pixels of the full-size M_g:
+        pix_node / pix_weight (S, 4) bilinear taps (flat node ids), pix_label (S,), pix_image (S,),
+        pix_cell (S,) flat node of the pixel's cell.
     """
 
     image_ids: list[str]
@@ -112,6 +131,11 @@ class GraphBatch:
     pair_weight: Tensor
     pair_image: Tensor
     nodes_per_image: Tensor
+    pix_node: Tensor | None = None
+    pix_weight: Tensor | None = None
+    pix_label: Tensor | None = None
+    pix_image: Tensor | None = None
+    pix_cell: Tensor | None = None
 
     @property
     def num_images(self) -> int:
@@ -126,6 +150,20 @@ def _cat(parts: list[Tensor], dtype: torch.dtype, width: int | None = None) -> T
     if width is not None:  # pad 2-D int tables to a common width with -1
         parts = [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=-1) for p in parts]
     return torch.cat(parts).to(dtype) if parts else torch.zeros(0, dtype=dtype)
+
+
+def pixel_seed_tables(graph: ImageGraph, offset: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The labelled pixels of ``graph.seeds`` with their bilinear taps and cell (flat ids shifted by ``offset``).
+
+    Shapes: -> node (S, 4), weight (S, 4), label (S,), cell (S,).
+    """
+    if graph.seeds is None:
+        raise DataError(graph.image_id, "graph: ce_resolution 'image' needs the full-resolution seeds (graph.seeds)")
+    mapping = graph.grid_map
+    seeds = graph.seeds.reshape(-1).to(torch.int64)
+    pixels = (seeds != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+    node, weight = mapping.bilinear_taps(pixels)
+    return node + offset, weight, seeds[pixels], mapping.pixel_nodes(pixels) + offset
 
 
 def collate(graphs: Sequence[ImageGraph], num_classes: int, cfg: GNNConfig,
@@ -190,6 +228,11 @@ def collate(graphs: Sequence[ImageGraph], num_classes: int, cfg: GNNConfig,
         pair_weight=torch.cat(pweights)[pair_order], pair_image=_cat(pair_img, torch.int64)[pair_order],
         nodes_per_image=torch.tensor([g.num_nodes for g in graphs]),
     )
+    if cfg.ce_resolution == "image":
+        tables = [pixel_seed_tables(g, i * n_max) for i, g in enumerate(graphs)]
+        batch.pix_node, batch.pix_weight, batch.pix_label, batch.pix_cell = (
+            torch.cat([t[k] for t in tables]) for k in range(4))
+        batch.pix_image = torch.cat([torch.full((t[2].shape[0],), i) for i, t in enumerate(tables)])
     return _to_device(batch, device)
 
 
@@ -241,7 +284,7 @@ def fit(forward: Forward, optimizer: torch.optim.Optimizer, batch: GraphBatch, c
                 base = labels if cfg.consistency_cumulative else labels0
                 labels = consistency_check(base, h, prototypes, batch.cand_box, batch.cand_node,
                                            cfg.consistency_threshold, scale)
-        l_ce = cross_entropy_loss(log_probs, labels, batch.node_image, b, cfg.class_balanced_ce)
+        l_ce = ce_loss(log_probs, labels, labels0, batch, cfg)
         l_mp = None
         if cfg.use_mp and has_boxes:
             l_mp = multi_point_loss(log_probs, h, entry_node, entry_box, batch.box_class, batch.box_image, b)
@@ -254,6 +297,28 @@ def fit(forward: Forward, optimizer: torch.optim.Optimizer, batch: GraphBatch, c
         loss.backward()
         optimizer.step()
     return labels
+
+
+def pixel_labels(batch: GraphBatch, labels: Tensor, labels0: Tensor) -> Tensor:
+    """Full-resolution seed labels after consistency checking: a pixel seed becomes 255 when its cell's node
+    seed was removed (labels0 != 255, labels == 255) and the pixel has that node's label.
+
+    Shapes: labels, labels0 (F_flat,) -> (S,) over the batch's labelled pixels.
+    """
+    removed = (labels0 != IGNORE_INDEX) & (labels == IGNORE_INDEX)
+    drop = removed[batch.pix_cell] & (batch.pix_label == labels0[batch.pix_cell])
+    return torch.where(drop, torch.full_like(batch.pix_label, IGNORE_INDEX), batch.pix_label)
+
+
+def ce_loss(log_probs: Tensor, labels: Tensor, labels0: Tensor, batch: GraphBatch, cfg: GNNConfig) -> Tensor:
+    """L_ce (Eq. 21) per image at ``cfg.ce_resolution``: on the nodes (labels) or on the full-size seeds (the
+    up-sampled output against :func:`pixel_labels`). Shapes: log_probs (F_flat, C), labels (F_flat,) -> (B,)."""
+    b = batch.num_images
+    if cfg.ce_resolution == "grid":
+        return cross_entropy_loss(log_probs, labels, batch.node_image, b, cfg.class_balanced_ce)
+    pix_labels = batch.pix_label if labels is labels0 else pixel_labels(batch, labels, labels0)
+    return cross_entropy_image_loss(log_probs, batch.pix_node, batch.pix_weight, pix_labels, batch.pix_image, b,
+                                    batch.class_mask[batch.pix_image], cfg.class_balanced_ce)
 
 
 @torch.no_grad()
@@ -290,12 +355,48 @@ def train_a2gnn_single(graph: ImageGraph, cfg: GNNConfig, num_classes: int, devi
     return predict(forward, batch)[0]
 
 
+@dataclasses.dataclass
+class SeedDiagnostics:
+    """What consistency checking (Eq. 27-28) did to one image's node seeds in the **final** epoch.
+
+    Fields (N nodes):
+        image_id: the image.
+        seeds:   (N,) int64 node labels before checking (M_g on the grid, 255 = unlabelled).
+        labels:  (N,) int64 node labels L_ce used in the final epoch (checked seeds far from their box
+                 prototype are 255); equal to ``seeds`` when checking is off or never reached phase 2.
+        checked: (N,) bool, the node is a candidate of Eq. 28 (a seed of a box's class inside that box).
+    """
+
+    image_id: str
+    seeds: Tensor
+    labels: Tensor
+    checked: Tensor
+
+    @property
+    def removed(self) -> Tensor:
+        """(N,) bool: seeds that consistency checking removed (seed != 255, final label == 255)."""
+        return (self.seeds != IGNORE_INDEX) & (self.labels == IGNORE_INDEX)
+
+    @property
+    def num_removed(self) -> int:
+        return int(self.removed.sum())
+
+
+def seed_diagnostics(batch: GraphBatch, labels: Tensor) -> list[SeedDiagnostics]:
+    """Per-image :class:`SeedDiagnostics` of a batch from the final-epoch labels (F_flat,) that :func:`fit` returns."""
+    checked = torch.zeros(batch.labels.shape[0], dtype=torch.bool, device=labels.device)
+    checked[batch.cand_node] = True
+    seeds, labels, checked = (t.view(batch.num_images, batch.n_max).cpu() for t in (batch.labels, labels, checked))
+    return [SeedDiagnostics(image_id, seeds[i, :n].clone(), labels[i, :n].clone(), checked[i, :n].clone())
+            for i, (image_id, n) in enumerate(zip(batch.image_ids, batch.num_nodes))]
+
+
 def train_batch(graphs: Sequence[ImageGraph], cfg: GNNConfig, num_classes: int, device: torch.device | str = "cpu",
-                seed: int = 0, return_labels: bool = False) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+                seed: int = 0) -> tuple[list[Tensor], list[SeedDiagnostics]]:
     """One optimisation over ``graphs`` with stacked per-image parameters (:class:`BatchedA2GNN`).
 
-    Returns the node probabilities O (N_i, num_classes) of every graph, in the order of ``graphs``, and with
-    ``return_labels`` also the node labels of the last step (N_i,) (M_g after consistency checking).
+    Returns the node probabilities O (N_i, num_classes) of every graph, in the order of ``graphs``, and their
+    :class:`SeedDiagnostics`.
     """
     batch = collate(graphs, num_classes, cfg, device)
     gens = [torch.Generator().manual_seed(image_seed(seed, g.image_id)) for g in graphs]
@@ -305,40 +406,43 @@ def train_batch(graphs: Sequence[ImageGraph], cfg: GNNConfig, num_classes: int, 
         return model(batch.x, batch.csr, batch.edge_weight, batch.edge_image, mask, batch.class_mask)
 
     labels = fit(forward, _optimizer(model.parameters(), cfg), batch, cfg, gens)
-    probs = predict(forward, batch)
-    if not return_labels:
-        return probs
-    labels = labels.view(batch.num_images, batch.n_max).cpu()
-    return probs, [labels[i, :n].clone() for i, n in enumerate(batch.num_nodes)]
+    return predict(forward, batch), seed_diagnostics(batch, labels)
 
 
-def _train_batch_job(job: tuple) -> tuple[list[Tensor], list[Tensor]]:
-    return train_batch(*job, return_labels=True)
+def _train_batch_job(job: tuple) -> tuple[list[Tensor], list[SeedDiagnostics]]:
+    return train_batch(*job)
 
 
 def train_a2gnn(graphs: Sequence[ImageGraph], cfg: GNNConfig, num_classes: int, device: torch.device | str = "cpu",
                 seed: int = 0, progress: Callable[[Iterable], Iterable] | None = None, workers: int = 0,
-                return_labels: bool = False) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
-    """Train one A²GNN per graph, ``cfg.batch_images`` graphs per optimisation; same result as the per-image loop.
+                return_labels: bool = False, return_diagnostics: bool = False, batch_images: int = 16):
+    """Train one A²GNN per graph, ``batch_images`` graphs per optimisation; same result as the per-image loop.
 
     Graphs are grouped by size (sorted by node count, then id) to keep padding small. ``progress`` may wrap
     the iterable of batches (e.g. ``a2gnn.cli.progress``). ``workers > 1`` trains the batches in that many
     single-threaded processes (CPU only; on a shared CPU this beats intra-op threads, whose spinning
     barriers stall when another process holds a core); the result does not change.
 
-    Returns the node probabilities O (N_i, num_classes) of every graph, in the order of ``graphs``; with
-    ``return_labels`` also each graph's node labels after the last step's consistency check (N_i,) int64.
+    Returns the node probabilities O (N_i, num_classes) of every graph, in the order of ``graphs``. Optional
+    extras, appended in this order to make a tuple ``(probs, [labels], [diagnostics])``:
+    ``return_labels``: each graph's node labels after the last step's consistency check (N_i,) int64;
+    ``return_diagnostics``: each graph's :class:`SeedDiagnostics` (seeds removed by Eq. 28 in the final epoch).
     """
     order = sorted(range(len(graphs)), key=lambda i: (graphs[i].num_nodes, graphs[i].image_id))
-    chunks = [order[s:s + cfg.batch_images] for s in range(0, len(order), cfg.batch_images)]
+    if batch_images < 1:
+        raise ValueError(f"batch_images must be >= 1, got {batch_images}")
+    chunks = [order[s:s + batch_images] for s in range(0, len(order), batch_images)]
     jobs = [([graphs[i] for i in chunk], cfg, num_classes, device, seed) for chunk in chunks]
     if workers > 1 and torch.device(device).type == "cpu":
         outputs = parallel_map(_train_batch_job, jobs, workers, desc="a2gnn")
     else:
         outputs = [_train_batch_job(job) for job in (progress(jobs) if progress is not None else jobs)]
     probs: list[Tensor | None] = [None] * len(graphs)
-    labels: list[Tensor | None] = [None] * len(graphs)
-    for chunk, (chunk_probs, chunk_labels) in zip(chunks, outputs):
-        for i, p, lab in zip(chunk, chunk_probs, chunk_labels):
-            probs[i], labels[i] = p, lab
-    return (probs, labels) if return_labels else probs  # type: ignore[return-value]
+    diagnostics: list[SeedDiagnostics | None] = [None] * len(graphs)
+    for chunk, (chunk_probs, chunk_diag) in zip(chunks, outputs):
+        for i, p, d in zip(chunk, chunk_probs, chunk_diag):
+            probs[i], diagnostics[i] = p, d
+    if not (return_labels or return_diagnostics):
+        return probs
+    extras = ([[d.labels for d in diagnostics]] if return_labels else []) + ([diagnostics] if return_diagnostics else [])
+    return (probs, *extras)
