@@ -196,12 +196,70 @@ def test_network_shapes_and_output_distribution(layer_type):
     assert torch.all(h >= 0)  # ReLU embedding + convex mixing (or ReLU for gcn) keeps features non-negative
 
 
-def test_eq16_eq19_functions():
-    x = torch.tensor([[1.0, -2.0], [0.5, 0.5]])
-    W0 = torch.tensor([[1.0, -1.0, 0.0], [1.0, 1.0, 2.0]])
-    assert torch.equal(embedding(x, W0), torch.relu(x @ W0))
+def loop_embedding(x, W0):
+    """Eq. (16) with explicit loops: H1[i, f] = max(0, sum_d x[i, d] W0[d, f])."""
+    n, d = x.shape
+    out = [[max(0.0, sum(float(x[i, k]) * float(W0[k, f]) for k in range(d))) for f in range(W0.shape[1])]
+           for i in range(n)]
+    return torch.tensor(out, dtype=x.dtype)
+
+
+def test_eq16_embedding_matches_loops():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    W0 = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    got = embedding(x, W0)
+    assert torch.allclose(got, loop_embedding(x, W0), atol=1e-12)
+    assert (got == 0).any() and (got > 0).any()  # the ReLU is exercised
+    hand = embedding(torch.tensor([[1.0, -2.0], [0.5, 0.5]]), torch.tensor([[1.0, -1.0, 0.0], [1.0, 1.0, 2.0]]))
+    assert hand.tolist() == [[0.0, 0.0, 0.0], [1.0, 0.0, 1.0]]  # rows (1 - 2, -1 - 2, -4), (1, 0, 1)
     lp = output_log_probs(torch.ones(2, 3), torch.eye(3))
     assert torch.allclose(lp.exp(), torch.full((2, 3), 1 / 3))
+
+
+def test_network_forward_matches_loops_over_windows():
+    """Eq. (16)-(19) end to end against loops: embedding + ReLU per node, then per layer and node i the softmax
+    over the window S(i) = {j : |Pos(i) - Pos(j)|_2 <= r} of w^l cos + beta [cos > 0] E_ij (E_ij from a table
+    keyed by positions), then per node the output softmax."""
+    h_grid, w_grid, r, d, f, c = 3, 4, 1.5, 5, 4, 3
+    n = h_grid * w_grid
+    gen = torch.Generator().manual_seed(8)
+    pos = [(a, b) for a in range(h_grid) for b in range(w_grid)]
+    window = {i: [j for j in range(n) if (pos[i][0] - pos[j][0]) ** 2 + (pos[i][1] - pos[j][1]) ** 2 <= r * r]
+              for i in range(n)}
+    weight = {}
+    for i in range(n):
+        for j in window[i]:
+            weight[(i, j)] = weight.get((j, i), 1.0 if i == j else float(torch.rand((), generator=gen)))
+    edges = sorted(weight)
+    edge_index = torch.tensor(edges).t()
+    edge_weight = torch.tensor([weight[e] for e in edges])
+    x = torch.rand(n, d, generator=gen, dtype=torch.float64)
+    cfg = GNNConfig(hidden=f, layers=2, beta=2.0)
+    model = A2GNN(d, c, cfg, torch.Generator().manual_seed(9)).double()
+    csr, order = EdgeCSR.from_edge_index(edge_index, n)
+    log_o, h_out = model(x, csr, edge_weight[order].double())
+
+    h = loop_embedding(x, model.W0.detach())
+    for layer in range(cfg.layers):
+        w_l = float(model.w[layer].detach())
+        new = torch.zeros_like(h)
+        for i in range(n):
+            scores = []
+            for j in window[i]:
+                ni, nj = float(h[i].norm()), float(h[j].norm())
+                cos = float(h[i] @ h[j]) / (ni * nj) if ni > 0 and nj > 0 else 0.0
+                scores.append(w_l * cos + cfg.beta * (1.0 if cos > 0 else 0.0) * weight[(i, j)])
+            z = sum(math.exp(v) for v in scores)
+            for j, v in zip(window[i], scores):
+                new[i] += math.exp(v) / z * h[j]
+        h = new
+    assert torch.allclose(h_out, h, atol=1e-10)
+    W_out = model.W_out.detach()
+    for i in range(n):
+        logits = [float(h[i] @ W_out[:, k]) for k in range(c)]
+        z = sum(math.exp(v) for v in logits)
+        assert [math.exp(v) / z for v in logits] == pytest.approx(log_o[i].exp().tolist(), abs=1e-10)
 
 
 @pytest.mark.parametrize("layer_type", ["a2gnn", "gcn"])
