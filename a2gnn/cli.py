@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
-from a2gnn.config import BaseConfig, load_params, seed_everything
+from a2gnn.config import BaseConfig, RuntimeConfig, load_params, seed_everything
 
 T = TypeVar("T")
 
@@ -23,16 +23,21 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def setup_stage(args: argparse.Namespace) -> tuple[dict[str, Any], BaseConfig]:
-    """Load params, seed every RNG and apply the ``base`` section (threads). Returns (params, base)."""
+def setup_stage(args: argparse.Namespace) -> tuple[dict[str, Any], BaseConfig, RuntimeConfig]:
+    """Load params, seed every RNG (``base``) and apply the ``runtime`` section. Returns (params, base, runtime).
+
+    ``runtime`` (device, processes, threads, batch sizes that do not change results) is read here for every
+    stage and is never a DVC param dependency: changing it reruns nothing.
+    """
     params = load_params(args.params)
     base = BaseConfig.from_params(params.get("base"))
+    runtime = RuntimeConfig.from_params(params.get("runtime"))
     seed_everything(base.seed)
-    if base.torch_threads:
+    if runtime.torch_threads:
         import torch
 
-        torch.set_num_threads(base.torch_threads)
-    return params, base
+        torch.set_num_threads(runtime.torch_threads)
+    return params, base, runtime
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:

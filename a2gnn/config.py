@@ -129,27 +129,57 @@ def seed_everything(seed: int) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class BaseConfig(Config):
-    """``base`` section: settings every stage shares."""
+    """``base`` section: the one result-changing setting every stage shares."""
 
     SECTION: typing.ClassVar[str] = "base"
     seed: int = 0  # global RNG seed (python, numpy, torch)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig(Config):
+    """``runtime`` section: how fast, not what. No stage lists it as a DVC param dependency.
+
+    Changing any of these leaves every output byte-identical (tested), with one caveat: torch's CPU
+    kernels may reduce floats in a thread-count-dependent order, so ``torch_threads`` is pinned in
+    params.yaml and the committed ``dvc.lock`` is byte-reproducible at that value (see README).
+    """
+
+    SECTION: typing.ClassVar[str] = "runtime"
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
-    workers: int = 2  # processes for per-image CPU work (GrabCut, CRF); 0 = run in this process
-    torch_threads: int = 0  # intra-op threads for torch; 0 = torch's default
+    workers: int = 2  # processes for per-image CPU work (GrabCut, dense CRF, A²GNN batches); 0 = in this process
+    torch_threads: int = 2  # torch intra-op threads (0 = torch's default: all cores)
+    gnn_batch_images: int = 16  # images whose A²GNNs are optimised together (stacked per-image parameters)
+    chunk_images: int = 200  # images whose graphs are held in memory at once (bounds memory at VOC scale)
 
     def validate(self) -> None:
         self.check(self.workers >= 0, "workers", ">= 0")
         self.check(self.torch_threads >= 0, "torch_threads", ">= 0")
         self.check(self.device == "cpu" or self.device.startswith("cuda"), "device", "'cpu' or 'cuda[:N]'")
+        self.check(self.gnn_batch_images >= 1, "gnn_batch_images", ">= 1")
+        self.check(self.chunk_images >= 1, "chunk_images", ">= 1")
+
+
+DATASET_FORMATS = ("voc", "coco")
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig(Config):
-    """``dataset`` section: where the VOC-layout data lives and which splits to use."""
+    """``dataset`` section: where the data lives, in which format, and which splits to use.
+
+    ``voc``: ``root`` is a VOC-layout folder (JPEGImages/, Annotations/, SegmentationClass/, ImageSets/),
+    a split is ``ImageSets/Segmentation/<split>.txt``. ``coco``: ``root`` is a COCO-layout folder, a split
+    ``S`` is ``annotations/instances_S.json`` with its images in ``S/`` (COCO's own layout); class names
+    come from the JSON's categories.
+    """
 
     SECTION: typing.ClassVar[str] = "dataset"
-    root: str = "data"  # VOC-layout root (JPEGImages/, Annotations/, SegmentationClass/, ImageSets/)
-    train_split: str = "train"  # ImageSets/Segmentation/<train_split>.txt (VOC+SBD: train_aug)
-    val_split: str = "val"
-    segmentation_dir: str = "SegmentationClass"  # VOC+SBD: SegmentationClassAug
-    use_difficult: bool = True  # keep boxes flagged difficult in the XML
+    format: str = "voc"  # "voc" | "coco"
+    root: str = "data"  # dataset root (see the class docstring)
+    train_split: str = "train"  # VOC+SBD: train_aug; COCO: train2017
+    val_split: str = "val"  # COCO: val2017
+    segmentation_dir: str = "SegmentationClass"  # voc only; VOC+SBD: SegmentationClassAug
+    use_difficult: bool = True  # voc only: keep boxes flagged difficult in the XML
+    skip_empty: bool = True  # coco only: leave images without (non-crowd) boxes out (false: error on them)
+
+    def validate(self) -> None:
+        self.check(self.format in DATASET_FORMATS, "format", f"one of {DATASET_FORMATS}")

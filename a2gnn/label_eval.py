@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from a2gnn.cli import progress
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.evaluation import ConfusionMatrix
-from a2gnn.io import IGNORE_INDEX, DataError, read_label
+from a2gnn.io import IGNORE_INDEX, DataError, atomic_file, read_label, write_json
 
 
 def prediction_paths(dataset: VOCDataset, label_dir: os.PathLike | str) -> list[Path]:
@@ -60,3 +61,31 @@ def evaluate_label_dir(
         check_label_values(dataset.root / dataset.segmentation_dir / f"{image_id}.png", gt, dataset.num_classes)
         cm.update(gt, pred)
     return cm
+
+
+FIGURES = ("miou", "miou_labelled", "precision", "recall", "coverage")  # ConfusionMatrix methods a summary may show
+
+
+def write_evaluation(
+    results: dict[str, ConfusionMatrix],
+    class_names: Sequence[str],
+    metrics_json: os.PathLike | str,
+    per_class_csv: os.PathLike | str,
+    figures: Sequence[str] = ("miou",),
+) -> dict:
+    """Write a terminal-sized summary and the per-class detail of several evaluated label maps.
+
+    ``metrics_json`` (a DVC metric): ``{figure: {name: value}}`` for each of ``figures`` (``miou``,
+    ``miou_labelled``, ``precision``, ``recall``, ``coverage``: methods of :class:`ConfusionMatrix`), so
+    ``dvc metrics show`` prints one number per map and figure. ``per_class_csv`` (a DVC plot): one row per
+    class, one IoU column per name. Returns the summary.
+    """
+    summary = {fig: {name: getattr(cm, fig)() for name, cm in results.items()} for fig in figures}
+    write_json(metrics_json, summary)
+    rows = ["class," + ",".join(results)]
+    ious = {name: cm.iou() for name, cm in results.items()}
+    for k, cls in enumerate(class_names):
+        rows.append(cls + "," + ",".join("" if np.isnan(v[k]) else f"{v[k]:.4f}" for v in ious.values()))
+    with atomic_file(per_class_csv) as tmp:
+        tmp.write_text("\n".join(rows) + "\n")
+    return summary

@@ -1,11 +1,13 @@
-"""Pseudo labels (paper §4.1 step 3 and §5 "inference"): node probabilities -> image -> CRF -> label map.
+"""Pseudo labels (paper §4.1 step 3 and §5 "inference"): class scores -> box constraint -> CRF -> label map.
 
-Three methods share the same post-processing so the ablation (Table 4(a)) compares like with like:
+Three methods (each a :class:`Scorer` giving per-image class scores) share the same post-processing so the
+ablation (Table 4(a)) compares like with like:
 
-* ``a2gnn``: A²GNN trained per image on its graph (Eq. 16-28, :mod:`a2gnn.gnn.train`), output O (Eq. 19);
-* ``random_walk``: PSA/SEAM random walk of the CAMs over the affinity graph (:mod:`a2gnn.random_walk`);
-* ``baseline``: Table 4(a) "Baseline": CAM foreground seeds with background from the boxes, i.e. the
-  CAM scores (with the (1 - max CAM)^alpha background) inside boxes, background outside every box.
+* A²GNN trained per image on its graph (Eq. 16-28): :class:`a2gnn.gnn.pseudo_labels.A2GNNScorer`;
+* "RW", the PSA/SEAM random walk of the CAMs over the affinity graph: :class:`a2gnn.random_walk.RandomWalkScorer`;
+* "Baseline", CAM foreground inside the boxes, background from the boxes: :class:`a2gnn.baseline.BaselineScorer`.
+
+Each lives in its own module so a stage imports (and DVC re-runs it for) only the code of its method.
 
 Post-processing, in order: bilinear up-sampling to the image (§5), the box constraint (our choice, a
 param: a class may only appear inside a box of that class, background everywhere), the dense CRF
@@ -16,36 +18,23 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from a2gnn.config import Config
 from a2gnn.crf import CRFConfig, crf_job
 from a2gnn.datasets.voc import Annotation
 from a2gnn.parallel import parallel_map
-from a2gnn.random_walk import background_score, infer_stride, upsample_scores
-
-METHODS = ("a2gnn", "random_walk", "baseline")
 
 
 @dataclasses.dataclass(frozen=True)
-class PseudoLabelConfig(Config):
-    """``pseudo_labels`` section: how node/CAM scores become label maps."""
+class PostprocessConfig(Config):
+    """``postprocess`` section: what every pseudo-label method goes through (Table 4(a) compares like with like)."""
 
-    SECTION: typing.ClassVar[str] = "pseudo_labels"
-    method: str = "a2gnn"  # "a2gnn" (paper) | "random_walk" (Table 4(a) RW) | "baseline" (Table 4(a) Baseline)
-    use_crf: bool = True  # dense CRF post-processing (§5); params in the `crf` section
+    SECTION: typing.ClassVar[str] = "postprocess"
+    use_crf: bool = True  # dense CRF post-processing (§5); its params are the `crf` section
     box_constraint: bool = True  # class c only inside boxes of class c, background anywhere (our choice)
-    baseline_bg_alpha: float = 6.0  # alpha of the baseline's background score (1 - max CAM)^alpha
-    chunk_images: int = 200  # images whose graphs are held in memory at once (bounds memory at VOC scale)
-
-    def validate(self) -> None:
-        self.check(self.method in METHODS, "method", f"one of {METHODS}")
-        self.check(self.baseline_bg_alpha > 0, "baseline_bg_alpha", "> 0")
-        self.check(self.chunk_images >= 1, "chunk_images", ">= 1")
 
 
 def image_channels(annotation: Annotation) -> np.ndarray:
@@ -71,19 +60,6 @@ def box_constraint(scores: np.ndarray, channels: np.ndarray, annotation: Annotat
     return (out / np.maximum(out.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def node_probs_to_image(probs: Tensor, grid: tuple[int, int], image_size: tuple[int, int], channels: np.ndarray) -> np.ndarray:
-    """A²GNN output O (N, C) on the grid -> bilinear up-sampled (1 + K, H, W) for the image's channels."""
-    maps = probs.t().reshape(probs.shape[1], grid[0], grid[1])[torch.from_numpy(channels)]
-    up = upsample_scores(maps, image_size, infer_stride(image_size, grid))
-    return up.clamp_min(0).numpy()
-
-
-def baseline_scores(cams: np.ndarray, bg_alpha: float) -> np.ndarray:
-    """Table 4(a) Baseline scores: [(1 - max CAM)^alpha; CAMs], shape (1 + K, H, W) from cams (K, H, W)."""
-    cams_t = torch.from_numpy(np.asarray(cams, dtype=np.float32))
-    return torch.cat([background_score(cams_t, bg_alpha)[None], cams_t]).numpy()
-
-
 def normalise(scores: np.ndarray) -> np.ndarray:
     """Non-negative scores (C, H, W) -> per-pixel distribution over C."""
     scores = np.clip(scores, 0.0, None)
@@ -96,7 +72,7 @@ def finish_labels(
     images: Sequence[np.ndarray],
     scores: Sequence[np.ndarray],
     annotations: Sequence[Annotation],
-    cfg: PseudoLabelConfig,
+    cfg: PostprocessConfig,
     crf: CRFConfig,
     workers: int,
 ) -> list[np.ndarray]:
@@ -115,15 +91,6 @@ def finish_labels(
     return [image_channels(ann)[p.argmax(axis=0)].astype(np.uint8) for p, ann in zip(probs, annotations)]
 
 
-@dataclasses.dataclass(frozen=True)
-class PseudoLabelInputs:
-    """Where the inputs of one pseudo-label run live (paths as in dvc.yaml)."""
-
-    seed_dir: str  # M_g label maps (outputs/seeds/M_g): node labels V^l
-    affinity_model: str  # affinity CNN checkpoint (outputs/affinity/model.pt): X and E of the graph
-    cam_dir: str  # cam stage output (outputs/cam): scores/<id>.npz for RW and the baseline
-
-
 def aligned_cams(path, annotation: Annotation) -> np.ndarray:
     """CAMs of ``scores/<id>.npz`` ordered as ``annotation.image_labels``: (K, H, W) float32."""
     from a2gnn.io import DataError
@@ -137,60 +104,43 @@ def aligned_cams(path, annotation: Annotation) -> np.ndarray:
     return cams[[order[c] for c in annotation.image_labels]]
 
 
+class Scorer(Protocol):
+    """One pseudo-label method: the (1 + K, H, W) class scores of a chunk of images (channels image_channels)."""
+
+    def __call__(self, ids: Sequence[str], annotations: Sequence[Annotation]) -> list[np.ndarray]: ...
+
+
 def generate_pseudo_labels(
     dataset,
-    inputs: PseudoLabelInputs,
-    cfg: PseudoLabelConfig,
-    graph_cfg,
-    gnn_cfg,
-    rw_cfg,
+    scorer: Scorer,
+    cfg: PostprocessConfig,
     crf_cfg: CRFConfig,
-    device: str,
-    seed: int,
     workers: int,
+    chunk_images: int,
     progress=None,
 ):
-    """Yield ``(image_id, label (H, W) uint8)`` for every image of ``dataset``, ``cfg.chunk_images`` at a time.
+    """Yield ``(image_id, label (H, W) uint8)`` for every image of ``dataset``, ``chunk_images`` at a time.
 
-    Working in chunks bounds memory (graph features of a chunk only) at any dataset size; within a chunk
-    the A²GNNs of all images train together (:func:`a2gnn.gnn.train.train_a2gnn`).
+    Working in chunks bounds memory (the graph features of one chunk) at any dataset size; the chunk size
+    does not change any label.
     """
-    from pathlib import Path
-
-    model = None
-    if cfg.method in ("a2gnn", "random_walk"):
-        from a2gnn.affinity.train import load_affinity
-
-        model = load_affinity(inputs.affinity_model, device)
     ids = list(dataset.ids)
-    chunks = [ids[s : s + cfg.chunk_images] for s in range(0, len(ids), cfg.chunk_images)]
+    chunks = [ids[s : s + chunk_images] for s in range(0, len(ids), chunk_images)]
     for chunk in progress(chunks) if progress is not None else chunks:
         annotations = [dataset.annotation(i) for i in chunk]
+        scores = scorer(chunk, annotations)
         images = [dataset.image(i) for i in chunk]
-        if cfg.method == "baseline":
-            scores = [
-                baseline_scores(aligned_cams(Path(inputs.cam_dir) / "scores" / f"{i}.npz", a), cfg.baseline_bg_alpha)
-                for i, a in zip(chunk, annotations)
-            ]
-        else:
-            from a2gnn.graph import build_graphs
+        yield from zip(chunk, finish_labels(images, scores, annotations, cfg, crf_cfg, workers))
 
-            graphs = build_graphs(model, dataset, inputs.seed_dir, graph_cfg, device, ids=chunk)
-            if cfg.method == "a2gnn":
-                from a2gnn.gnn.train import train_a2gnn
 
-                probs = train_a2gnn(graphs, gnn_cfg, dataset.num_classes, device, seed, workers=workers)
-                scores = [
-                    node_probs_to_image(p, g.grid, g.image_size, image_channels(a))
-                    for p, g, a in zip(probs, graphs, annotations)
-                ]
-            else:
-                from a2gnn.random_walk import propagate_cams
+def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg: CRFConfig, workers: int,
+                        chunk_images: int, out_dir, desc: str) -> None:
+    """Run :func:`generate_pseudo_labels` and write ``<out_dir>/<id>.png``, all or nothing (atomic directory)."""
+    from a2gnn.cli import progress
+    from a2gnn.io import atomic_dir, write_label
 
-                scores = []
-                for i, g, a in zip(chunk, graphs, annotations):
-                    cams = aligned_cams(Path(inputs.cam_dir) / "scores" / f"{i}.npz", a)
-                    walked = propagate_cams(cams, g.edge_index, g.edge_weight, g.grid, rw_cfg)
-                    scores.append(walked.numpy())
-        labels = finish_labels(images, scores, annotations, cfg, crf_cfg, workers)
-        yield from zip(chunk, labels)
+    labels = generate_pseudo_labels(dataset, scorer, cfg, crf_cfg, workers, chunk_images,
+                                    progress=lambda chunks: progress(chunks, desc=desc))
+    with atomic_dir(out_dir) as tmp:
+        for image_id, label in labels:
+            write_label(tmp / f"{image_id}.png", label)

@@ -105,7 +105,7 @@ def peak_memory_mb(device: torch.device) -> float:
 def bench(size: str, args: argparse.Namespace, device: torch.device) -> None:
     spec = SIZES[size]
     graphs = [random_graph(i, spec["grid"], spec["dim"], spec["classes"], spec["radius"]) for i in range(args.images)]
-    cfg = GNNConfig(epochs=args.epochs, first_phase_epochs=args.epochs // 2, batch_images=args.batch_images)
+    cfg = GNNConfig(epochs=args.epochs, first_phase_epochs=args.epochs // 2)
     scale = args.epochs_full / args.epochs  # images/s for the full schedule
     n, d = spec["grid"] ** 2, spec["dim"]
     flop_embed = 2 * 2 * n * d * cfg.hidden  # forward X W0 + its weight gradient, per image per epoch
@@ -113,11 +113,11 @@ def bench(size: str, args: argparse.Namespace, device: torch.device) -> None:
           f"E/image={graphs[0].edge_index.shape[1]}, {args.images} images x {args.epochs} epochs timed, "
           f"device {device} ({torch.get_num_threads()} threads, {args.workers} workers)")
     print(f"   embedding layer: {flop_embed / 1e9:.2f} GFLOP per image per epoch")
-    train_a2gnn(graphs[:1], GNNConfig(epochs=1, first_phase_epochs=0, batch_images=1), spec["classes"], device)  # warm-up
+    train_a2gnn(graphs[:1], GNNConfig(epochs=1, first_phase_epochs=0), spec["classes"], device, batch_images=1)  # warm-up
     rows = {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rows["batched"] = timed(lambda: train_a2gnn(graphs, cfg, spec["classes"], device, workers=args.workers), device)
+    rows["batched"] = timed(lambda: train_a2gnn(graphs, cfg, spec["classes"], device, workers=args.workers, batch_images=args.batch_images), device)
     mem_batched = peak_memory_mb(device)
     rows["sparse"] = timed(lambda: [train_a2gnn_single(g, cfg, spec["classes"], device) for g in graphs], device)
     if not args.skip_dense:

@@ -13,7 +13,7 @@ import logging
 from a2gnn.affinity.train import AffinityConfig, save_affinity, train_affinity
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
-from a2gnn.datasets.voc import VOCDataset
+from a2gnn.datasets import open_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,12 +22,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("seed_dir")
     parser.add_argument("out_model")
     args = parser.parse_args(argv)
-    params, base = setup_stage(args)
+    params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
     cfg = AffinityConfig.from_params(params.get("affinity"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    dataset = VOCDataset(args.data_root, data.train_split, data.segmentation_dir, data.use_difficult)
-    model = train_affinity(dataset, args.seed_dir, cfg, base.device, base.seed)
+    dataset = open_dataset(data, data.train_split, args.data_root)
+    model = train_affinity(dataset, args.seed_dir, cfg, runtime.device, base.seed)
     save_affinity(model, cfg, cfg.epochs, args.out_model)
 
 

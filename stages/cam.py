@@ -12,7 +12,7 @@ import sys
 
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
-from a2gnn.datasets.voc import VOCDataset
+from a2gnn.datasets import open_dataset
 from a2gnn.io import atomic_dir
 from a2gnn.seeds.cam import CAMConfig, save_cam_checkpoint, train_cam_model, write_cam_outputs
 
@@ -22,18 +22,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data_root", help="VOC-layout dataset root")
     parser.add_argument("out_dir", help="output directory (replaced atomically)")
     args = parser.parse_args(argv)
-    params, base = setup_stage(args)
+    params, base, runtime = setup_stage(args)
     data_cfg = DatasetConfig.from_params(params.get("dataset"))
     cfg = CAMConfig.from_params(params.get("cam"))
-    dataset = VOCDataset(args.data_root, data_cfg.train_split, data_cfg.segmentation_dir, data_cfg.use_difficult)
+    dataset = open_dataset(data_cfg, data_cfg.train_split, args.data_root)
 
     def report(epoch: int, loss: float) -> None:
         print(f"cam: epoch {epoch + 1}/{cfg.epochs} BCE loss {loss:.4f}", file=sys.stderr)
 
     with atomic_dir(args.out_dir) as tmp:
-        model = train_cam_model(dataset, cfg, base.device, base.seed, on_epoch=report)
+        model = train_cam_model(dataset, cfg, runtime.device, base.seed, on_epoch=report)
         save_cam_checkpoint(tmp / "model.pt", model, cfg, dataset.class_names, cfg.epochs)
-        write_cam_outputs(model, dataset, cfg, tmp, base.device)
+        write_cam_outputs(model, dataset, cfg, tmp, runtime.device)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
-from a2gnn.datasets.voc import VOCDataset
+from a2gnn.datasets import open_dataset
 from a2gnn.io import atomic_dir
 from a2gnn.seeds.grabcut import GrabCutConfig, plan_box_seeds, write_box_seeds
 
@@ -20,13 +20,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data_root")
     parser.add_argument("out_dir")
     args = parser.parse_args(argv)
-    params, base = setup_stage(args)
+    params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
     cfg = GrabCutConfig.from_params(params.get("grabcut"))
-    dataset = VOCDataset(args.data_root, data.train_split, data.segmentation_dir, data.use_difficult)
+    dataset = open_dataset(data, data.train_split, args.data_root)
     jobs = plan_box_seeds(dataset, base.seed)  # raises DataError before anything is written
     with atomic_dir(args.out_dir) as tmp:
-        write_box_seeds(jobs, cfg, tmp, base.workers)
+        write_box_seeds(jobs, cfg, tmp, runtime.workers)
 
 
 if __name__ == "__main__":

@@ -1,54 +1,46 @@
-"""Stage ``pseudo_labels``: A²GNN (or the RW / baseline methods of Table 4(a)) -> dense CRF -> label PNGs.
+"""Stage ``pseudo_labels``: image -> graph -> A²GNN per image (Eq. 14-28) -> dense CRF -> label PNGs.
 
-    python stages/pseudo_labels.py <data_root> <seed_dir> <affinity_model> <cam_dir> <out_dir> [--method M]
+    python stages/pseudo_labels.py <data_root> <seed_dir> <affinity_model> <out_dir> <checks_json>
 
-``--method`` overrides ``pseudo_labels.method`` (dvc.yaml runs the RW and baseline methods as their own
-stages on the same affinity weights). Writes <out_dir>/<id>.png for the train split, all or nothing.
+<seed_dir> is outputs/seeds/${gnn.seeds} (M_g, or M_F for Table 4(e)). Writes <out_dir>/<id>.png for the
+train split, all or nothing, and <checks_json>: what consistency checking (Eq. 27-28) removed, scored
+against the ground truth (a diagnostic; the method never reads the ground truth).
 """
 
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
-from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
+from a2gnn.affinity.train import load_affinity
+from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.crf import CRFConfig
-from a2gnn.datasets.voc import VOCDataset
+from a2gnn.datasets import open_dataset
 from a2gnn.gnn.model import GNNConfig
 from a2gnn.graph import GraphConfig
-from a2gnn.io import atomic_dir, write_label
-from a2gnn.pseudo_labels import METHODS, PseudoLabelConfig, PseudoLabelInputs, generate_pseudo_labels
-from a2gnn.random_walk import RandomWalkConfig
+from a2gnn.io import write_json
+from a2gnn.gnn.pseudo_labels import A2GNNScorer
+from a2gnn.pseudo_labels import PostprocessConfig, write_pseudo_labels
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
-    for name in ("data_root", "seed_dir", "affinity_model", "cam_dir", "out_dir"):
+    for name in ("data_root", "seed_dir", "affinity_model", "out_dir", "checks_json"):
         parser.add_argument(name)
-    parser.add_argument("--method", choices=METHODS, default=None)
     args = parser.parse_args(argv)
-    params, base = setup_stage(args)
+    params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
-    cfg = PseudoLabelConfig.from_params(params.get("pseudo_labels"))
-    if args.method:
-        cfg = dataclasses.replace(cfg, method=args.method)
-    dataset = VOCDataset(args.data_root, data.train_split, data.segmentation_dir, data.use_difficult)
-    labels = generate_pseudo_labels(
-        dataset,
-        PseudoLabelInputs(args.seed_dir, args.affinity_model, args.cam_dir),
-        cfg,
-        GraphConfig.from_params(params.get("graph")),
-        GNNConfig.from_params(params.get("gnn")),
-        RandomWalkConfig.from_params(params.get("random_walk")),
-        CRFConfig.from_params(params.get("crf")),
-        base.device,
-        base.seed,
-        base.workers,
-        progress=lambda chunks: progress(chunks, desc=f"pseudo labels ({cfg.method})"),
-    )
-    with atomic_dir(args.out_dir) as tmp:
-        for image_id, label in labels:
-            write_label(tmp / f"{image_id}.png", label)
+    graph = GraphConfig.from_params(params.get("graph"))
+    gnn = GNNConfig.from_params(params.get("gnn"))
+    post = PostprocessConfig.from_params(params.get("postprocess"))
+    crf = CRFConfig.from_params(params.get("crf"))
+    dataset = open_dataset(data, data.train_split, args.data_root)
+    model = load_affinity(args.affinity_model, runtime.device)
+    scorer = A2GNNScorer(dataset, model, Path(args.seed_dir), graph, gnn, runtime.device, base.seed,
+                         runtime.workers, runtime.gnn_batch_images)
+    write_pseudo_labels(dataset, scorer, post, crf, runtime.workers, runtime.chunk_images, args.out_dir,
+                        desc="pseudo labels (a2gnn)")
+    write_json(args.checks_json, scorer.checks.summary())
 
 
 if __name__ == "__main__":

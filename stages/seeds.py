@@ -1,9 +1,9 @@
 """Fused seeds M_F (Eq. 4) and confident seeds M_g (Eq. 5) of the train split.
 
-    python stages/seeds.py <data_root> <cam_dir> <m_b_dir> <out_dir>
+    python stages/seeds.py <data_root> <cam_dir> <m_b_dir> <m_f_dir> <m_g_dir>
 
 Reads <cam_dir>/M_I/<id>.png, <cam_dir>/scores/<id>.npz and <m_b_dir>/<id>.png; writes
-<out_dir>/M_F/<id>.png and <out_dir>/M_g/<id>.png. Both directories are built in temporary
+<m_f_dir>/<id>.png and <m_g_dir>/<id>.png. Both directories are built in temporary
 directories and renamed into place only after every image succeeded (M_g first, then M_F).
 """
 
@@ -13,22 +13,21 @@ from pathlib import Path
 
 from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
-from a2gnn.datasets.voc import VOCDataset
+from a2gnn.datasets import open_dataset
 from a2gnn.io import atomic_dir, write_label
 from a2gnn.seeds.fusion import SeedsConfig, image_seed_labels
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
-    for name in ("data_root", "cam_dir", "m_b_dir", "out_dir"):
+    for name in ("data_root", "cam_dir", "m_b_dir", "m_f_dir", "m_g_dir"):
         parser.add_argument(name)
     args = parser.parse_args(argv)
-    params, _ = setup_stage(args)
+    params, _, _ = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
     cfg = SeedsConfig.from_params(params.get("seeds"))
-    dataset = VOCDataset(args.data_root, data.train_split, data.segmentation_dir, data.use_difficult)
-    out = Path(args.out_dir)
-    with atomic_dir(out / "M_F") as m_f_dir, atomic_dir(out / "M_g") as m_g_dir:
+    dataset = open_dataset(data, data.train_split, args.data_root)
+    with atomic_dir(args.m_f_dir) as m_f_dir, atomic_dir(args.m_g_dir) as m_g_dir:
         for image_id in progress(dataset.ids, desc="seeds"):
             m_f, m_g = image_seed_labels(dataset, image_id, Path(args.cam_dir), Path(args.m_b_dir), cfg)
             write_label(m_f_dir / f"{image_id}.png", m_f)

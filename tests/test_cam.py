@@ -306,7 +306,8 @@ def test_checkpoint_round_trip_and_stable_bytes(tmp_path, tiny_voc):
 
 # ------------------------------------------------------------------------------------ stage
 TINY_PARAMS = """
-base: {seed: 0, device: cpu, workers: 0, torch_threads: 1}
+base: {seed: 0}
+runtime: {device: cpu, workers: 0, torch_threads: 1}
 dataset: {train_split: train}
 cam:
   backbone: {name: small, width: 4, stride: 8, norm: bn, weights: null}

@@ -4,7 +4,7 @@ import typing
 import numpy as np
 import pytest
 
-from a2gnn.config import BaseConfig, Config, ConfigError, load_params
+from a2gnn.config import BaseConfig, Config, ConfigError, RuntimeConfig, load_params
 from a2gnn.io import DataError, atomic_dir, read_image, read_label, write_json, write_label
 
 
@@ -43,11 +43,13 @@ def test_config_rejects_bad_values_naming_the_key(section, fragment):
         _Outer.from_params(section)
 
 
-def test_base_config_ranges():
+def test_runtime_config_ranges():
     with pytest.raises(ConfigError, match="workers"):
-        BaseConfig.from_params({"workers": -1})
+        RuntimeConfig.from_params({"workers": -1})
     with pytest.raises(ConfigError, match="device"):
-        BaseConfig.from_params({"device": "tpu"})
+        RuntimeConfig.from_params({"device": "tpu"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        BaseConfig.from_params({"workers": 2})  # speed knobs live in `runtime`, not `base`
 
 
 def test_load_params_missing_file(tmp_path):

@@ -1,4 +1,4 @@
-"""stages/evaluate_seeds.py and stages/evaluate_pseudo_labels.py on a hand-made VOC-layout dataset."""
+"""stages/evaluate_labels.py (seed maps and pseudo labels) on a hand-made VOC-layout dataset."""
 
 import importlib.util
 import json
@@ -65,7 +65,7 @@ def voc(tmp_path):
     (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a\nb\n")
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     write_dir(root / "SegmentationClass", gt_maps())
-    (tmp_path / "params.yaml").write_text("base:\n  seed: 0\n  workers: 0\ndataset:\n  train_split: train\n")
+    (tmp_path / "params.yaml").write_text("base:\n  seed: 0\nruntime:\n  workers: 0\ndataset:\n  train_split: train\n")
     write_dir(tmp_path / "M_I", noisy_preds())
     write_dir(tmp_path / "seeds" / "M_B", gt_maps())
     write_dir(tmp_path / "seeds" / "M_F", noisy_preds())
@@ -85,55 +85,64 @@ def test_evaluate_label_dir_known_iou(voc):
     assert_summary(cm.summary(CLASSES), EXPECTED)
 
 
-def test_evaluate_seeds_stage(voc):
-    out = voc / "metrics" / "seeds.json"
-    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), str(voc / "M_I"), str(voc / "seeds"), str(out)]
-    run_stage(load_stage("evaluate_seeds").main, argv)
+def seeds_argv(voc, out, csv):
+    return ["--params", str(voc / "params.yaml"), str(voc / "data"), str(out), str(csv),
+            f"M_I={voc / 'M_I'}", *(f"{m}={voc / 'seeds' / m}" for m in ("M_B", "M_F", "M_g")),
+            "--figures", "miou", "miou_labelled", "precision", "recall", "coverage"]
+
+
+def test_evaluate_seed_maps_stage(voc):
+    out, csv = voc / "metrics" / "seeds.json", voc / "metrics" / "per_class" / "seeds.csv"
+    run_stage(load_stage("evaluate_labels").main, seeds_argv(voc, out, csv))
     metrics = json.loads(out.read_text())
-    assert set(metrics) == {"M_I", "M_B", "M_F", "M_g", "num_images"}
-    assert metrics["num_images"] == 2
-    assert_summary(metrics["M_I"], EXPECTED)
-    assert_summary(metrics["M_F"], EXPECTED)
-    assert metrics["M_B"]["miou"] == 1.0 and metrics["M_B"]["precision"] == 1.0
-    assert metrics["M_g"]["coverage"] == 0.0 and metrics["M_g"]["miou"] == 0.0
+    assert set(metrics) == {"miou", "miou_labelled", "precision", "recall", "coverage"}
+    for figure, by_map in metrics.items():
+        assert list(by_map) == ["M_B", "M_F", "M_I", "M_g"]  # sorted, one number per map
+        assert by_map["M_I"] == pytest.approx(EXPECTED[figure], abs=1e-4), figure
+        assert by_map["M_F"] == pytest.approx(EXPECTED[figure], abs=1e-4), figure
+    assert metrics["miou"]["M_B"] == 1.0 and metrics["precision"]["M_B"] == 1.0
+    assert metrics["coverage"]["M_g"] == 0.0 and metrics["miou"]["M_g"] == 0.0
+    rows = [line.split(",") for line in csv.read_text().splitlines()]
+    assert rows[0] == ["class", "M_I", "M_B", "M_F", "M_g"]
+    by_class = {r[0]: r[1:] for r in rows[1:]}
+    for name, iou in EXPECTED["per_class_iou"].items():
+        assert float(by_class[name][0]) == pytest.approx(iou, abs=1e-4), name
+        assert float(by_class[name][1]) == 1.0
 
 
-def test_evaluate_pseudo_labels_stage(voc):
-    out = voc / "pseudo.json"
-    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), str(out),
+def test_evaluate_pseudo_labels_default_figure_is_miou(voc):
+    out, csv = voc / "pseudo.json", voc / "pseudo.csv"
+    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), str(out), str(csv),
             f"a2gnn={voc / 'seeds' / 'M_B'}", f"rw={voc / 'M_I'}"]
-    run_stage(load_stage("evaluate_pseudo_labels").main, argv)
+    run_stage(load_stage("evaluate_labels").main, argv)
     metrics = json.loads(out.read_text())
-    assert set(metrics) == {"a2gnn", "rw", "miou", "num_images"}
-    assert metrics["miou"] == metrics["a2gnn"]["miou"] == 1.0
-    assert_summary(metrics["rw"], EXPECTED)
+    assert metrics == {"miou": {"a2gnn": 1.0, "rw": pytest.approx(EXPECTED["miou"], abs=1e-4)}}
 
 
-@pytest.mark.parametrize("bad", ["noequals", "=dir", "miou=dir"])
-def test_pseudo_labels_bad_argument(voc, bad):
+@pytest.mark.parametrize("bad", ["noequals", "=dir"])
+def test_bad_name_argument(voc, bad):
     with pytest.raises(SystemExit) as exc:
-        load_stage("evaluate_pseudo_labels").main(["--params", str(voc / "params.yaml"), str(voc / "data"),
-                                                   str(voc / "x.json"), bad])
+        load_stage("evaluate_labels").main(["--params", str(voc / "params.yaml"), str(voc / "data"),
+                                            str(voc / "x.json"), str(voc / "x.csv"), bad])
     assert exc.value.code == 2
 
 
 def test_missing_prediction_names_file_and_writes_nothing(voc, capsys):
     (voc / "seeds" / "M_F" / "b.png").unlink()
-    out = voc / "metrics" / "seeds.json"
-    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), str(voc / "M_I"), str(voc / "seeds"), str(out)]
+    out, csv = voc / "metrics" / "seeds.json", voc / "metrics" / "seeds.csv"
     with pytest.raises(SystemExit) as exc:
-        run_stage(load_stage("evaluate_seeds").main, argv)
+        run_stage(load_stage("evaluate_labels").main, seeds_argv(voc, out, csv))
     assert exc.value.code == 1
     assert str(Path("M_F") / "b.png") in capsys.readouterr().err
-    assert not out.exists()
+    assert not out.exists() and not csv.exists()
 
 
 def test_missing_prediction_as_script(voc):
     (voc / "M_I" / "a.png").unlink()
     out = voc / "pseudo.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "evaluate_pseudo_labels.py"), "--params", str(voc / "params.yaml"),
-         str(voc / "data"), str(out), f"m_i={voc / 'M_I'}"],
+        [sys.executable, str(REPO / "stages" / "evaluate_labels.py"), "--params", str(voc / "params.yaml"),
+         str(voc / "data"), str(out), str(voc / "pseudo.csv"), f"m_i={voc / 'M_I'}"],
         capture_output=True, text=True, cwd=voc,
     )
     assert proc.returncode == 1

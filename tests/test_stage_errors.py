@@ -51,7 +51,7 @@ def write_dataset(root: Path) -> Path:
 
 
 def write_params(path: Path, workers=0) -> Path:
-    params = {"base": {"seed": 0, "workers": workers}, "dataset": {"train_split": "train"}, "grabcut": {}}
+    params = {"base": {"seed": 0}, "runtime": {"workers": workers}, "dataset": {"train_split": "train"}, "grabcut": {}}
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -160,7 +160,7 @@ def test_seeds_stage_outputs_and_bad_input(dataset, tmp_path, capsys):
     m_b_dir, cam_dir, out = tmp_path / "seeds" / "M_B", tmp_path / "cam", tmp_path / "seeds"
     run_grabcut(data, m_b_dir, params)
     write_cam_outputs(cam_dir, m_b_dir)
-    argv = [str(data), str(cam_dir), str(m_b_dir), str(out), "--params", str(params)]
+    argv = [str(data), str(cam_dir), str(m_b_dir), str(out / "M_F"), str(out / "M_g"), "--params", str(params)]
     run_stage(load_stage("seeds").main, argv)
     for image_id in SIZE:
         m_b, m_f, m_g = (read_label(out / d / f"{image_id}.png") for d in ("M_B", "M_F", "M_g"))

@@ -63,19 +63,19 @@ class AffinityConfig(Config):
     sigma_rgb: float = 0.1  # σ_rgb of G (Eq. 13), colours in [0, 1]
     kernel_squared_distance: bool = True  # Eq. 13 with squared distances (usual Gaussian); false = as printed
     ar_normalisation: str = "pairs"  # L_Ar (Eq. 12): "pairs" = mean over R_Ar; "sum" = printed sum per image
-    reduce_channels: tuple[int, ...] = (64, 128, 256)  # 1x1 reductions of the three taps (§5)
-    embed_channels: int = 448  # d_A, channels of F_A (Eq. 8, §5)
+    reduce_channels: tuple[int, ...] = (32, 32, 64)  # 1x1 reductions of the three taps (paper §5: 64, 128, 256)
+    embed_channels: int = 128  # d_A, channels of F_A (Eq. 8; paper §5: 448)
     label_downsample: str = "centre"  # M_g -> M'_g (Eq. 6): "centre" (nearest) | "majority" of the cell
     loss_weighting: str = "paper"  # L_Ac (Eq. 10): "paper" (A+ / A- means) | "psa" (bg+ 1/4, fg+ 1/4, neg 1/2)
     use_ar: bool = True  # include L_Ar (false: L_Aff = L_Ac, ablation)
     seeds: str = "M_g"  # which seeds supervise L_A: "M_g" (Eq. 5, paper) | "M_F" (Eq. 4, Table 4(e))
-    epochs: int = 12  # training epochs over the train split
-    batch_size: int = 4  # images per step
-    crop_size: int = 448  # square random crop (padded with ignore), a multiple of backbone.stride
+    epochs: int = 40  # training epochs over the train split (authors: 12 on VOC)
+    batch_size: int = 8  # images per step (authors: 4)
+    crop_size: int = 128  # square random crop (authors: 448) (padded with ignore), a multiple of backbone.stride
     flip: bool = True  # random horizontal flips
-    optimizer: str = "sgd"  # "sgd" (momentum, authors) | "adam"
-    lr: float = 0.01  # base learning rate (backbone), poly-decayed
-    head_lr_mult: float = 10.0  # learning-rate multiple of the new 1x1 layers (authors: 10)
+    optimizer: str = "adam"  # "sgd" (momentum, authors) | "adam" (embedded default: from scratch)
+    lr: float = 1e-3  # base learning rate (backbone), poly-decayed (authors: 0.01 with SGD)
+    head_lr_mult: float = 1.0  # learning-rate multiple of the new 1x1 layers (authors: 10 with SGD)
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 weight decay
     poly_power: float = 0.9  # lr_t = lr * (1 - t / T) ** poly_power

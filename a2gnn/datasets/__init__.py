@@ -1,9 +1,42 @@
-"""Dataset readers (VOC 2012 + SBD, COCO instances) and the embedded default dataset generator."""
+"""Dataset readers (VOC 2012 + SBD, COCO instances) and the embedded default dataset generator.
 
+Stages open a split through :func:`open_dataset`, which picks the reader named by ``dataset.format``
+from :data:`READERS`; every reader offers the same interface (``ids``, ``class_names``,
+``num_classes``, ``image(id)``, ``annotation(id)``, ``semantic_gt(id)``, ``image_path(id)``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from a2gnn.config import DatasetConfig
 from a2gnn.datasets.coco import COCODataset, voc_to_coco, write_coco_instances
 from a2gnn.datasets.voc import VOC_CLASSES, Annotation, Box, VOCDataset, load_class_names, parse_voc_xml
 
+
+def _open_voc(root: Path, split: str, cfg: DatasetConfig) -> VOCDataset:
+    return VOCDataset(root, split, cfg.segmentation_dir, cfg.use_difficult)
+
+
+def _open_coco(root: Path, split: str, cfg: DatasetConfig) -> COCODataset:
+    return COCODataset(root / "annotations" / f"instances_{split}.json", root / split, skip_empty=cfg.skip_empty)
+
+
+#: ``dataset.format`` -> reader factory ``(root, split, cfg) -> dataset``.
+READERS: dict[str, Callable[[Path, str, DatasetConfig], VOCDataset | COCODataset]] = {
+    "voc": _open_voc,
+    "coco": _open_coco,
+}
+
+
+def open_dataset(cfg: DatasetConfig, split: str, root: os.PathLike | str | None = None) -> VOCDataset | COCODataset:
+    """The ``split`` of the dataset described by ``cfg`` (``root`` overrides ``cfg.root``, as stages pass it)."""
+    return READERS[cfg.format](Path(cfg.root if root is None else root), split, cfg)
+
+
 __all__ = [
-    "VOC_CLASSES", "Annotation", "Box", "COCODataset", "VOCDataset", "load_class_names", "parse_voc_xml",
-    "voc_to_coco", "write_coco_instances",
+    "READERS", "VOC_CLASSES", "Annotation", "Box", "COCODataset", "VOCDataset", "load_class_names", "open_dataset",
+    "parse_voc_xml", "voc_to_coco", "write_coco_instances",
 ]

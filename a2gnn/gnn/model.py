@@ -33,6 +33,7 @@ from a2gnn.gnn.layers import EdgeCSR, affinity_attention, propagate
 LAYER_TYPES = ("a2gnn", "agnn", "gcn")
 CONSISTENCY_SCALES = ("background", "absolute")
 CE_RESOLUTIONS = ("grid", "image")
+SEED_MAPS = ("M_g", "M_F")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,9 @@ class GNNConfig(Config):
     # softmax of Eq. 19 only over background + the image's box classes (other classes get probability 0);
     # the paper does not say, but the image's classes are known from its boxes
     restrict_to_image_labels: bool = True
+    # node labels V^l: the seed map the A²GNN learns from, "M_g" (Eq. 5, paper) | "M_F" (Eq. 4; Table 4(e));
+    # dvc.yaml passes outputs/seeds/${gnn.seeds} to the pseudo-label stage
+    seeds: str = "M_g"
     # --- optimisation (§5) ---
     lr: float = 0.03  # Adam learning rate
     weight_decay: float = 5e-4  # Adam weight decay (L2 added to the gradient)
@@ -79,8 +83,6 @@ class GNNConfig(Config):
     consistency_scale: str = "background"
     consistency_threshold: float = 0.5
     consistency_cumulative: bool = False  # false: each iteration filters the ORIGINAL M_g; true: removals accumulate
-    # --- batching (no effect on the result, only on speed) ---
-    batch_images: int = 16  # images optimised together (stacked per-image parameters)
 
     def validate(self) -> None:
         self.check(self.hidden >= 1, "hidden", ">= 1")
@@ -88,6 +90,7 @@ class GNNConfig(Config):
         self.check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)")
         self.check(self.beta >= 0.0, "beta", ">= 0")
         self.check(self.layer_type in LAYER_TYPES, "layer_type", f"one of {LAYER_TYPES}")
+        self.check(self.seeds in SEED_MAPS, "seeds", f"one of {SEED_MAPS}")
         self.check(self.use_cos_term or self.use_edge_term, "use_cos_term", "true when use_edge_term is false")
         self.check(self.lr > 0.0, "lr", "> 0")
         self.check(self.weight_decay >= 0.0, "weight_decay", ">= 0")
@@ -97,7 +100,6 @@ class GNNConfig(Config):
         self.check(self.ce_resolution in CE_RESOLUTIONS, "ce_resolution", f"one of {CE_RESOLUTIONS}")
         self.check(self.consistency_scale in CONSISTENCY_SCALES, "consistency_scale", f"one of {CONSISTENCY_SCALES}")
         self.check(self.consistency_threshold >= 0.0, "consistency_threshold", ">= 0")
-        self.check(self.batch_images >= 1, "batch_images", ">= 1")
 
     @property
     def attention_terms(self) -> tuple[bool, bool]:

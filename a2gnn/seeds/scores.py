@@ -19,6 +19,16 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 """Fixed member timestamp of the ``.npz`` score files (the earliest a zip can store)."""
 
 
+def with_background(cams: np.ndarray, alpha: float) -> np.ndarray:
+    r"""Prepend the PSA/SEAM background score :math:`bg = (1 - \max_k CAM_k)^{\alpha}` to normalised CAMs.
+
+    Shapes: cams (K, H, W) in [0, 1] -> (1 + K, H, W) float32; K = 0 gives an all-ones background.
+    """
+    cams = np.asarray(cams, dtype=np.float32)
+    peak = np.clip(cams.max(axis=0), 0.0, 1.0) if cams.shape[0] else np.zeros(cams.shape[1:], np.float32)
+    return np.concatenate([((1.0 - peak) ** alpha)[None], cams]).astype(np.float32)
+
+
 def save_cam_scores(path: os.PathLike | str, cams: np.ndarray, labels: Sequence[int]) -> None:
     """Write ``{cams: float16 (K, H, W), labels: int64 (K,)}`` as a deflated ``.npz`` (np.load-able).
 

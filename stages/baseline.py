@@ -1,0 +1,36 @@
+"""Stage ``baseline``: Table 4(a) "Baseline": CAM foreground inside the boxes, background from the boxes, same CRF.
+
+    python stages/baseline.py <data_root> <cam_dir> <out_dir>
+
+Reads <cam_dir>/scores/<id>.npz; writes <out_dir>/<id>.png for the train split, all or nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from a2gnn.cli import run_stage, setup_stage, stage_parser
+from a2gnn.config import DatasetConfig
+from a2gnn.crf import CRFConfig
+from a2gnn.datasets import open_dataset
+from a2gnn.baseline import BaselineConfig, BaselineScorer
+from a2gnn.pseudo_labels import PostprocessConfig, write_pseudo_labels
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    for name in ("data_root", "cam_dir", "out_dir"):
+        parser.add_argument(name)
+    args = parser.parse_args(argv)
+    params, _, runtime = setup_stage(args)
+    data = DatasetConfig.from_params(params.get("dataset"))
+    cfg = BaselineConfig.from_params(params.get("baseline"))
+    post = PostprocessConfig.from_params(params.get("postprocess"))
+    crf = CRFConfig.from_params(params.get("crf"))
+    dataset = open_dataset(data, data.train_split, args.data_root)
+    write_pseudo_labels(dataset, BaselineScorer(Path(args.cam_dir), cfg), post, crf, runtime.workers,
+                        runtime.chunk_images, args.out_dir, desc="pseudo labels (baseline)")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,46 @@
+"""Evaluate named directories of label maps (seeds, pseudo labels; Table 4) against the train split's ground truth.
+
+    python stages/evaluate_labels.py <data_root> <metrics_json> <per_class_csv> <name>=<label_dir> [...]
+        [--figures miou precision ...]
+
+<metrics_json>: ``{figure: {name: value}}``, one number per map and figure (default: mIoU only), named as on
+the command line (dvc.yaml fixes which directory is which method); <per_class_csv>: IoU per class and map.
+Figures: miou (unlabelled pixels count as misses), miou_labelled, precision, recall, coverage.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from a2gnn.cli import run_stage, setup_stage, stage_parser
+from a2gnn.config import DatasetConfig
+from a2gnn.datasets import open_dataset
+from a2gnn.label_eval import FIGURES, evaluate_label_dir, write_evaluation
+
+
+def named_dir(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected <name>=<label_dir>, got {text!r}")
+    return name, path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("data_root")
+    parser.add_argument("metrics_json")
+    parser.add_argument("per_class_csv")
+    parser.add_argument("labels", nargs="+", type=named_dir, metavar="name=label_dir")
+    parser.add_argument("--figures", nargs="+", choices=FIGURES, default=["miou"])
+    args = parser.parse_args(argv)
+    if len({name for name, _ in args.labels}) != len(args.labels):
+        parser.error("label directory names must be unique")
+    params, _, _ = setup_stage(args)
+    data = DatasetConfig.from_params(params.get("dataset"))
+    dataset = open_dataset(data, data.train_split, args.data_root)
+    results = {name: evaluate_label_dir(dataset, d, desc=name) for name, d in args.labels}
+    write_evaluation(results, dataset.class_names, args.metrics_json, args.per_class_csv, args.figures)
+
+
+if __name__ == "__main__":
+    run_stage(main)

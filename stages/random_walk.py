@@ -1,0 +1,42 @@
+"""Stage ``random_walk``: Table 4(a) "RW": the CAMs walked over the affinity graph (PSA/SEAM), same CRF.
+
+    python stages/random_walk.py <data_root> <affinity_model> <cam_dir> <out_dir>
+
+Uses the same affinity CNN and graphs as the A²GNN stage (no seeds) and <cam_dir>/scores/<id>.npz;
+writes <out_dir>/<id>.png for the train split, all or nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from a2gnn.affinity.train import load_affinity
+from a2gnn.cli import run_stage, setup_stage, stage_parser
+from a2gnn.config import DatasetConfig
+from a2gnn.crf import CRFConfig
+from a2gnn.datasets import open_dataset
+from a2gnn.graph import GraphConfig
+from a2gnn.pseudo_labels import PostprocessConfig, write_pseudo_labels
+from a2gnn.random_walk import RandomWalkConfig, RandomWalkScorer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    for name in ("data_root", "affinity_model", "cam_dir", "out_dir"):
+        parser.add_argument(name)
+    args = parser.parse_args(argv)
+    params, _, runtime = setup_stage(args)
+    data = DatasetConfig.from_params(params.get("dataset"))
+    graph = GraphConfig.from_params(params.get("graph"))
+    walk = RandomWalkConfig.from_params(params.get("random_walk"))
+    post = PostprocessConfig.from_params(params.get("postprocess"))
+    crf = CRFConfig.from_params(params.get("crf"))
+    dataset = open_dataset(data, data.train_split, args.data_root)
+    model = load_affinity(args.affinity_model, runtime.device)
+    scorer = RandomWalkScorer(dataset, model, Path(args.cam_dir), graph, walk, runtime.device)
+    write_pseudo_labels(dataset, scorer, post, crf, runtime.workers, runtime.chunk_images, args.out_dir,
+                        desc="pseudo labels (random walk)")
+
+
+if __name__ == "__main__":
+    run_stage(main)
