@@ -16,17 +16,17 @@ import torch
 from torch import Tensor
 
 from a2gnn.graph import build_graphs
+from a2gnn.grid import GridMap
 from a2gnn.gnn.train import train_a2gnn
 from a2gnn.io import IGNORE_INDEX
 from a2gnn.pseudo_labels import image_channels
-from a2gnn.random_walk import infer_stride, upsample_scores
 
 
 def node_probs_to_image(probs: Tensor, grid: tuple[int, int], image_size: tuple[int, int], channels: np.ndarray) -> np.ndarray:
-    """A²GNN output O (N, C) on the grid -> bilinear up-sampled (1 + K, H, W) for the image's channels."""
+    """A²GNN output O (N, C) on the grid -> (1 + K, H, W) for the image's channels, bilinearly up-sampled with the
+    one image <-> grid mapping (:meth:`a2gnn.grid.GridMap.upsample`, §5)."""
     maps = probs.t().reshape(probs.shape[1], grid[0], grid[1])[torch.from_numpy(channels)]
-    up = upsample_scores(maps, image_size, infer_stride(image_size, grid))
-    return up.clamp_min(0).numpy()
+    return GridMap.from_sizes(image_size, grid).upsample(maps).clamp_min(0).numpy()
 
 
 @dataclasses.dataclass
