@@ -44,6 +44,7 @@ from a2gnn.config import Config, ConfigError
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import IGNORE_INDEX, DataError, load_torch, read_label, save_torch
 from a2gnn.neighbours import neighbour_gather, neighbour_valid, radius_offsets
+from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_files, fingerprint, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -232,19 +233,6 @@ def build_affinity_net(cfg: AffinityConfig) -> AffinityNet:
     return AffinityNet(build_backbone(cfg.backbone), cfg.reduce_channels, cfg.embed_channels)
 
 
-def _optimizer(model: AffinityNet, cfg: AffinityConfig) -> torch.optim.Optimizer:
-    head = {id(p) for p in model.head_parameters()}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) not in head], "lr": cfg.lr},
-        {"params": model.head_parameters(), "lr": cfg.lr * cfg.head_lr_mult},
-    ]
-    for g in groups:
-        g["initial_lr"] = g["lr"]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def fit_affinity(
     model: AffinityNet,
     load_pair: Callable[[int], tuple[np.ndarray, np.ndarray]],
@@ -253,57 +241,80 @@ def fit_affinity(
     device: torch.device | str,
     seed: int,
     steps: int | None = None,
+    checkpoint_dir: os.PathLike | str | None = None,
+    run_id: typing.Any = None,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on ``num_images`` (image, seed) pairs given by ``load_pair(index)``.
 
     Deterministic for a given ``seed`` (data order, crops and flips from ``numpy.random.default_rng(seed)``,
     dropout from ``torch.manual_seed(seed)``). ``steps`` caps the number of optimiser steps (tests); the poly
-    schedule runs over ``cfg.epochs`` epochs (or ``steps``). Returns the per-step loss terms.
+    schedule runs over ``cfg.epochs`` epochs (or ``steps``). Returns the per-step loss terms (of this run:
+    a resumed run returns those of the epochs it trained). With ``checkpoint_dir`` (e.g.
+    ``checkpoints/affinity``, see :mod:`a2gnn.training`) the state is saved after every epoch and a rerun
+    with the same config, seed, ``steps`` and ``run_id`` (e.g. the image ids) resumes from it.
+    ``on_epoch(epoch, mean_loss)`` is called after each (saved) epoch.
     """
     if num_images < 1:
         raise ValueError("no training images")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.to(device).train()
-    optimizer = _optimizer(model, cfg)
+    groups = param_groups(model, cfg.lr, model.head_parameters(), cfg.head_lr_mult)
+    optimizer = build_optimizer(groups, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     per_epoch = -(-num_images // cfg.batch_size)
     total = per_epoch * cfg.epochs if steps is None else steps
+    schedule = PolySchedule(optimizer, total, cfg.poly_power)
+    ckpt = Checkpointer(
+        checkpoint_dir, fingerprint(config=cfg.to_dict(), seed=seed, steps=total, n=num_images, run=run_id)
+    )
+    start, _ = ckpt.restore(model, optimizer, schedule, {"rng": rng})
     history: list[dict[str, float]] = []
-
-    def batches():
-        while True:
-            order = rng.permutation(num_images)
-            for start in range(0, num_images, cfg.batch_size):
-                yield order[start : start + cfg.batch_size]
-
-    for step, idx in zip(progress(range(total), desc="affinity", total=total), batches()):
-        batch = make_batch(
-            [load_pair(int(i)) for i in idx], rng, cfg.crop_size, model.stride, cfg.flip, cfg.label_downsample
-        )
-        batch = AffinityBatch(*(t.to(device) for t in batch))
-        scale = (1.0 - step / total) ** cfg.poly_power
-        for g in optimizer.param_groups:
-            g["lr"] = g["initial_lr"] * scale
-        loss, terms = affinity_batch_loss(model, batch, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.append(terms)
-        if (step + 1) % per_epoch == 0 or step + 1 == total:
-            recent = history[-per_epoch:]
-            log.info(
-                "affinity step %d/%d: L_Aff %.4f (L_Ac %.4f, L_Ar %.4f)", step + 1, total,
-                *(float(np.mean([t[k] for t in recent])) for k in ("loss", "l_ac", "l_ar")),
+    epochs = -(-total // per_epoch)
+    bar = iter(progress(range(start * per_epoch, total), desc="affinity", total=total - start * per_epoch))
+    for epoch in range(start, epochs):
+        order = rng.permutation(num_images)
+        recent: list[dict[str, float]] = []
+        for begin in range(0, num_images, cfg.batch_size):
+            step = next(bar, None)
+            if step is None:
+                break
+            idx = order[begin : begin + cfg.batch_size]
+            batch = make_batch(
+                [load_pair(int(i)) for i in idx], rng, cfg.crop_size, model.stride, cfg.flip, cfg.label_downsample
             )
+            batch = AffinityBatch(*(t.to(device) for t in batch))
+            schedule.apply()
+            loss, terms = affinity_batch_loss(model, batch, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            recent.append(terms)
+        history.extend(recent)
+        log.info(
+            "affinity step %d/%d: L_Aff %.4f (L_Ac %.4f, L_Ar %.4f)", schedule.last_step, total,
+            *(float(np.mean([t[k] for t in recent])) for k in ("loss", "l_ac", "l_ar")),
+        )
+        ckpt.save(epoch + 1, model, optimizer, schedule, {"rng": rng})
+        if on_epoch is not None:
+            on_epoch(epoch, float(np.mean([t["loss"] for t in recent])))
     return history
 
 
 def train_affinity(
-    dataset: VOCDataset, seed_dir: os.PathLike | str, cfg: AffinityConfig, device: torch.device | str, seed: int
+    dataset: VOCDataset,
+    seed_dir: os.PathLike | str,
+    cfg: AffinityConfig,
+    device: torch.device | str,
+    seed: int,
+    checkpoint_dir: os.PathLike | str | None = None,
 ) -> AffinityNet:
     """Build the affinity CNN and train it on the dataset's images with the seeds in ``seed_dir/<id>.png``.
 
     Every seed file must exist (checked before training: a missing one raises DataError naming it).
+    ``checkpoint_dir`` (e.g. ``checkpoints/affinity``): resumable per-epoch checkpoints, valid for the same
+    config, seed, image files and seed files (:mod:`a2gnn.training`).
     """
     ids = list(dataset.ids)
     for image_id in ids:
@@ -312,7 +323,14 @@ def train_affinity(
             raise DataError(path, "seed map is missing")
     torch.manual_seed(seed)
     model = build_affinity_net(cfg)
-    fit_affinity(model, lambda i: load_seed_pair(dataset, seed_dir, ids[i]), len(ids), cfg, device, seed)
+    run_id = None
+    if checkpoint_dir is not None:
+        files = [p for i in ids for p in (dataset.image_path(i), Path(seed_dir) / f"{i}.png")]
+        run_id = {"ids": ids, "files": digest_files(files)}
+    fit_affinity(
+        model, lambda i: load_seed_pair(dataset, seed_dir, ids[i]), len(ids), cfg, device, seed,
+        checkpoint_dir=checkpoint_dir, run_id=run_id,
+    )
     return model.eval()
 
 

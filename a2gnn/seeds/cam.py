@@ -61,6 +61,7 @@ from a2gnn.crf import CRFConfig, dense_crf
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import IGNORE_INDEX, DataError, load_torch, save_torch, write_label
 from a2gnn.seeds.scores import load_cam_scores, save_cam_scores, with_background  # noqa: F401  (re-exported)
+from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint, param_groups
 
 CAM_EPS = 1e-5
 """Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
@@ -227,15 +228,6 @@ def equivariance_loss(maps: Tensor, maps_small: Tensor, target: Tensor, valid_sm
     return ((big - small).abs() * mask).sum() / mask.sum().clamp_min(CAM_EPS)
 
 
-def _optimizer(model: nn.Module, cfg: CAMConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
 def build_cam_model(cfg: CAMConfig, num_classes: int) -> CAMNet:
     """CAMNet over ``num_classes - 1`` foreground classes (class 0 = background has no output)."""
     if num_classes < 2:
@@ -249,11 +241,14 @@ def train_cam_model(
     device: str = "cpu",
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    checkpoint_dir: os.PathLike | str | None = None,
 ) -> CAMNet:
     """Train the classifier on every image of ``dataset`` with multi-label BCE; returns it in eval mode.
 
     Deterministic for a given ``seed`` (model init, shuffling, augmentation and dropout are all
-    seeded from it). ``on_epoch(epoch, mean_loss)`` is called after each epoch.
+    seeded from it). ``on_epoch(epoch, mean_loss)`` is called after each epoch. With ``checkpoint_dir``
+    (e.g. ``checkpoints/cam``, see :mod:`a2gnn.training`) the state is saved after every epoch and a rerun
+    of the same config, seed and images resumes from it, reaching the same weights.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -262,12 +257,15 @@ def train_cam_model(
         np.stack([multi_hot(dataset.annotation(i).image_labels, dataset.num_classes) for i in dataset.ids])
     )
     model = build_cam_model(cfg, dataset.num_classes).to(device)
-    optimizer = _optimizer(model, cfg)
+    optimizer = build_optimizer(param_groups(model, cfg.lr), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    step = 0
+    schedule = PolySchedule(optimizer, cfg.epochs * steps_per_epoch, cfg.lr_power)
+    ckpt = Checkpointer(checkpoint_dir, fingerprint(
+        config=cfg.to_dict(), seed=seed, ids=list(dataset.ids), data=digest_arrays([*images, targets.numpy()])
+    ))
+    start, _ = ckpt.restore(model, optimizer, schedule, {"rng": rng})
     model.train()
-    for epoch in progress(range(cfg.epochs), desc="cam: train", total=cfg.epochs):
+    for epoch in progress(range(start, cfg.epochs), desc="cam: train", total=cfg.epochs - start):
         order = rng.permutation(len(images))
         losses = []
         for b in range(steps_per_epoch):
@@ -275,8 +273,7 @@ def train_cam_model(
             samples = [augment(images[i], cfg, rng) for i in batch]
             x = torch.stack([s[0] for s in samples]).to(device)
             valid = torch.stack([s[1] for s in samples]).to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * (1.0 - step / total_steps) ** cfg.lr_power
+            schedule.apply()
             target = targets[batch].to(device)
             maps = model.class_maps(x)
             loss = F.binary_cross_entropy_with_logits(masked_gap(maps, valid), target)
@@ -290,8 +287,9 @@ def train_cam_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             losses.append(float(loss.detach()))
-            step += 1
+        ckpt.save(epoch + 1, model, optimizer, schedule, {"rng": rng})
         if on_epoch is not None:
             on_epoch(epoch, float(np.mean(losses)))
     return model.eval()

@@ -1,0 +1,178 @@
+"""a2gnn.training: optimizer groups, poly schedule, checkpoints, resume — and the CAM / affinity trainings built
+on them give the same weights as before the refactor (hashes frozen from the pre-refactor code, 1 thread)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from a2gnn.affinity.train import build_affinity_net, fit_affinity
+from a2gnn.datasets.voc import VOCDataset
+from a2gnn.seeds.cam import train_cam_model
+from a2gnn.training import (
+    Checkpointer,
+    PolySchedule,
+    build_optimizer,
+    fingerprint,
+    param_groups,
+    poly_factor,
+    rng_state,
+    set_rng_state,
+)
+from test_affinity import tiny_cfg, two_images
+from test_cam import TINY, make_tiny_voc
+
+
+def weights_hash(model: nn.Module) -> str:
+    d = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        d.update(k.encode())
+        d.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return d.hexdigest()[:16]
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def cam_data(tmp_path):
+    torch.set_num_threads(1)
+    return VOCDataset(make_tiny_voc(tmp_path / "data"), "train")
+
+
+# ----------------------------------------------------------------------------------- pieces
+def test_param_groups_and_optimizers():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    groups = param_groups(model, 0.1, model[1].parameters(), head_lr_mult=10.0)
+    assert [len(g["params"]) for g in groups] == [2, 2] and [g["lr"] for g in groups] == [0.1, 1.0]
+    for name, cls in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)):
+        opt = build_optimizer(groups, name, 0.1, momentum=0.9, weight_decay=1e-4)
+        assert isinstance(opt, cls) and [g["initial_lr"] for g in opt.param_groups] == [0.1, 1.0]
+    with pytest.raises(ValueError):
+        build_optimizer(groups, "lbfgs", 0.1)
+
+
+def test_poly_schedule_matches_formula_and_resumes():
+    opt = build_optimizer(param_groups(nn.Linear(2, 2), 0.5), "sgd", 0.5)
+    sched = PolySchedule(opt, total_steps=10, power=0.9)
+    lrs = []
+    for _ in range(10):
+        sched.apply()
+        lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+    assert lrs == [0.5 * (1 - t / 10) ** 0.9 for t in range(10)]
+    assert poly_factor(0, 10, 0.9) == 1.0 and poly_factor(10, 10, 0.9) == 0.0
+    other = PolySchedule(opt, 10, 0.9)
+    other.load_state_dict(sched.state_dict())
+    assert other.last_step == 10
+    with pytest.raises(ValueError):
+        PolySchedule(opt, 11, 0.9).load_state_dict(sched.state_dict())
+
+
+def test_rng_state_round_trip():
+    gen = np.random.default_rng(1)
+    state = rng_state({"g": gen})
+    first = (gen.random(), np.random.random(), random.random(), torch.rand(2))
+    set_rng_state(state, {"g": gen})
+    again = (gen.random(), np.random.random(), random.random(), torch.rand(2))
+    assert first[:3] == again[:3] and torch.equal(first[3], again[3])
+
+
+def test_checkpointer_ignores_other_runs_and_writes_gitignore(tmp_path):
+    model = nn.Linear(2, 2)
+    opt = build_optimizer(param_groups(model, 0.1), "adam", 0.1)
+    sched = PolySchedule(opt, 5, 0.9)
+    directory = tmp_path / "checkpoints" / "stage"
+    Checkpointer(directory, fingerprint(a=1)).save(3, model, opt, sched)
+    assert (tmp_path / "checkpoints" / ".gitignore").read_text().strip().endswith("*")
+    assert Checkpointer(directory, fingerprint(a=2)).restore(model, opt, sched) == (0, {})
+    assert Checkpointer(directory, fingerprint(a=1)).restore(model, opt, sched)[0] == 3
+    assert Checkpointer(None, "x").restore(model, opt, sched) == (0, {})
+
+
+# ----------------------------------------------------------------------------------- unchanged results
+FROZEN = {  # made with the code before a2gnn.training existed (git b4ec7e4), torch 2.14.1 CPU, 1 thread
+    "cam_sgd": "1710972141bb5ace", "cam_adam_er": "b2ef45df510c9ed8", "cam_adamw": "32b3b823065489bf",
+    "aff_adam": "631e895abff83ec1", "aff_sgd": "02d5651fdfa082a1", "aff_epochs": "2a3b455002483258",
+}
+
+
+def test_cam_training_unchanged_by_refactor(cam_data):
+    got = {
+        "cam_sgd": train_cam_model(cam_data, dataclasses.replace(TINY, epochs=3), seed=0),
+        "cam_adam_er": train_cam_model(cam_data, dataclasses.replace(
+            TINY, epochs=2, optimizer="adam", lr=1e-3, dropout=0.2, scale_range=(0.9, 1.1), equivariance_weight=1.0
+        ), seed=3),
+        "cam_adamw": train_cam_model(cam_data, dataclasses.replace(TINY, epochs=2, optimizer="adamw", lr=1e-3), seed=1),
+    }
+    assert {k: weights_hash(m) for k, m in got.items()} == {k: FROZEN[k] for k in got}
+
+
+def test_affinity_training_unchanged_by_refactor():
+    torch.set_num_threads(1)
+    data = two_images()
+    got = {}
+    for name, cfg, steps in [
+        ("aff_adam", tiny_cfg(), 3), ("aff_sgd", tiny_cfg(optimizer="sgd", head_lr_mult=10.0), 3),
+        ("aff_epochs", tiny_cfg(epochs=2, batch_size=1), None),
+    ]:
+        torch.manual_seed(0)
+        net = build_affinity_net(cfg)
+        fit_affinity(net, lambda i: data[i], 2, cfg, "cpu", seed=5, steps=steps)
+        got[name] = weights_hash(net)
+    assert got == {k: FROZEN[k] for k in got}
+
+
+# ----------------------------------------------------------------------------------- resume
+class Interrupt(Exception):
+    pass
+
+
+def stop_after(k: int):
+    def callback(epoch: int, loss: float) -> None:
+        if epoch + 1 == k:
+            raise Interrupt
+
+    return callback
+
+
+def test_cam_interrupted_training_resumes_to_same_weights(cam_data, tmp_path):
+    cfg = dataclasses.replace(TINY, epochs=3, optimizer="adam", lr=1e-3, dropout=0.2, scale_range=(0.9, 1.1))
+    full = train_cam_model(cam_data, cfg, seed=2)
+    ckpt = tmp_path / "checkpoints" / "cam"
+    with pytest.raises(Interrupt):
+        train_cam_model(cam_data, cfg, seed=2, checkpoint_dir=ckpt, on_epoch=stop_after(2))
+    epochs = []
+    resumed = train_cam_model(cam_data, cfg, seed=2, checkpoint_dir=ckpt, on_epoch=lambda e, l: epochs.append(e))
+    assert epochs == [2] and same_weights(full, resumed)
+    # another seed does not resume from that checkpoint
+    epochs.clear()
+    train_cam_model(cam_data, cfg, seed=3, checkpoint_dir=ckpt, on_epoch=lambda e, l: epochs.append(e))
+    assert epochs == [0, 1, 2]
+
+
+def test_affinity_interrupted_training_resumes_to_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    data = two_images()
+    cfg = tiny_cfg(epochs=3, batch_size=1, optimizer="sgd", head_lr_mult=10.0)
+
+    def run(**kwargs):
+        torch.manual_seed(0)
+        net = build_affinity_net(cfg)
+        history = fit_affinity(net, lambda i: data[i], 2, cfg, "cpu", seed=4, **kwargs)
+        return net, history
+
+    full, history = run()
+    ckpt = tmp_path / "checkpoints" / "affinity"
+    with pytest.raises(Interrupt):
+        run(checkpoint_dir=ckpt, on_epoch=stop_after(1))
+    resumed, rest = run(checkpoint_dir=ckpt)
+    assert same_weights(full, resumed) and rest == history[2:]
