@@ -45,6 +45,7 @@ from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import IGNORE_INDEX, DataError, load_torch, read_label, save_torch
 from a2gnn.neighbours import neighbour_gather, neighbour_valid, radius_offsets
 from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_files, fingerprint, param_groups
+from a2gnn.transforms import crop_window, paste_window
 
 log = logging.getLogger(__name__)
 
@@ -142,22 +143,6 @@ def _size(array: np.ndarray) -> str:
     return f"{array.shape[1]}x{array.shape[0]}"
 
 
-def _crop_window(size: int, crop: int, rng: np.random.Generator) -> int:
-    """Start of a random crop window in image coordinates (negative: the image sits inside padding)."""
-    lo, hi = min(0, size - crop), max(0, size - crop)
-    return int(rng.integers(lo, hi + 1))
-
-
-def _paste(src: np.ndarray, start_y: int, start_x: int, crop: int, fill) -> np.ndarray:
-    """``crop x crop`` window of ``src`` starting at (start_y, start_x), out-of-image cells = ``fill``."""
-    out = np.full((crop, crop) + src.shape[2:], fill, dtype=src.dtype)
-    h, w = src.shape[:2]
-    y0, x0 = max(start_y, 0), max(start_x, 0)
-    y1, x1 = min(start_y + crop, h), min(start_x + crop, w)
-    out[y0 - start_y : y1 - start_y, x0 - start_x : x1 - start_x] = src[y0:y1, x0:x1]
-    return out
-
-
 def make_batch(
     pairs: list[tuple[np.ndarray, np.ndarray]],
     rng: np.random.Generator,
@@ -176,13 +161,13 @@ def make_batch(
     for image, seed in pairs:
         if flip and rng.random() < 0.5:
             image, seed = image[:, ::-1], seed[:, ::-1]
-        sy, sx = _crop_window(image.shape[0], crop_size, rng), _crop_window(image.shape[1], crop_size, rng)
-        inside = _paste(np.ones(image.shape[:2], dtype=np.uint8), sy, sx, crop_size, 0)
-        img = _paste(image, sy, sx, crop_size, 0)
+        sy, sx = crop_window(image.shape[0], crop_size, rng), crop_window(image.shape[1], crop_size, rng)
+        inside = paste_window(np.ones(image.shape[:2], dtype=np.uint8), sy, sx, crop_size, 0)
+        img = paste_window(image, sy, sx, crop_size, 0)
         mask = torch.from_numpy(inside).bool()
         xs.append(normalize_image(img) * mask)
         cols.append(torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0))
-        seeds.append(torch.from_numpy(_paste(seed, sy, sx, crop_size, IGNORE_INDEX)))
+        seeds.append(torch.from_numpy(paste_window(seed, sy, sx, crop_size, IGNORE_INDEX)))
         valids.append(mask)
     m_g = downsample_labels(torch.stack(seeds), grid, label_downsample)
     valid = downsample_labels(torch.stack(valids), grid, "centre").bool()
