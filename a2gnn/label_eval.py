@@ -69,23 +69,34 @@ FIGURES = ("miou", "miou_labelled", "precision", "recall", "coverage")  # Confus
 def write_evaluation(
     results: dict[str, ConfusionMatrix],
     class_names: Sequence[str],
-    metrics_json: os.PathLike | str,
+    metrics: dict[str, os.PathLike | str],
     per_class_csv: os.PathLike | str,
-    figures: Sequence[str] = ("miou",),
-) -> dict:
-    """Write a terminal-sized summary and the per-class detail of several evaluated label maps.
+    table_csv: os.PathLike | str | None = None,
+) -> None:
+    """Write several evaluated label maps as terminal-sized metrics plus their detail.
 
-    ``metrics_json`` (a DVC metric): ``{figure: {name: value}}`` for each of ``figures`` (``miou``,
-    ``miou_labelled``, ``precision``, ``recall``, ``coverage``: methods of :class:`ConfusionMatrix`), so
-    ``dvc metrics show`` prints one number per map and figure. ``per_class_csv`` (a DVC plot): one row per
-    class, one IoU column per name. Returns the summary.
+    ``metrics`` maps a figure (``miou``, ``miou_labelled``, ``precision``, ``recall``, ``coverage``: methods of
+    :class:`ConfusionMatrix`) to a JSON file ``{name: value}`` - one row of ``dvc metrics show`` with one
+    number per map, whose columns (the map names) line up across files. ``per_class_csv``: one row per class,
+    one IoU column per name. ``table_csv`` (optional): one row per name, one column per figure.
     """
-    summary = {fig: {name: getattr(cm, fig)() for name, cm in results.items()} for fig in figures}
-    write_json(metrics_json, summary)
-    rows = ["class," + ",".join(results)]
+    for figure, path in metrics.items():
+        write_json(path, {name: getattr(cm, figure)() for name, cm in results.items()})
     ious = {name: cm.iou() for name, cm in results.items()}
+    rows = ["class," + ",".join(results)]
     for k, cls in enumerate(class_names):
-        rows.append(cls + "," + ",".join("" if np.isnan(v[k]) else f"{v[k]:.4f}" for v in ious.values()))
-    with atomic_file(per_class_csv) as tmp:
+        rows.append(cls + "," + ",".join(_csv_number(v[k]) for v in ious.values()))
+    _write_csv(per_class_csv, rows)
+    if table_csv is not None:
+        rows = ["name," + ",".join(FIGURES)]
+        rows += [name + "," + ",".join(_csv_number(getattr(cm, f)()) for f in FIGURES) for name, cm in results.items()]
+        _write_csv(table_csv, rows)
+
+
+def _csv_number(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.4f}"
+
+
+def _write_csv(path: os.PathLike | str, rows: list[str]) -> None:
+    with atomic_file(path) as tmp:
         tmp.write_text("\n".join(rows) + "\n")
-    return summary

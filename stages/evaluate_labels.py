@@ -1,11 +1,12 @@
 """Evaluate named directories of label maps (seeds, pseudo labels; Table 4) against the train split's ground truth.
 
-    python stages/evaluate_labels.py <data_root> <metrics_json> <per_class_csv> <name>=<label_dir> [...]
-        [--figures miou precision ...]
+    python stages/evaluate_labels.py <data_root> <name>=<label_dir> [...] --metric <figure>=<json> [...]
+        --per-class <csv> [--table <csv>]
 
-<metrics_json>: ``{figure: {name: value}}``, one number per map and figure (default: mIoU only), named as on
-the command line (dvc.yaml fixes which directory is which method); <per_class_csv>: IoU per class and map.
-Figures: miou (unlabelled pixels count as misses), miou_labelled, precision, recall, coverage.
+Each ``--metric`` JSON holds ``{name: value}`` for one figure, names as on the command line (dvc.yaml fixes
+which directory is which method), so ``dvc metrics show`` prints one number per map. Figures: miou
+(unlabelled pixels count as misses), miou_labelled, precision, recall, coverage. ``--per-class``: IoU per
+class and map; ``--table``: every figure of every map.
 """
 
 from __future__ import annotations
@@ -25,13 +26,20 @@ def named_dir(text: str) -> tuple[str, str]:
     return name, path
 
 
+def figure_path(text: str) -> tuple[str, str]:
+    figure, path = named_dir(text)
+    if figure not in FIGURES:
+        raise argparse.ArgumentTypeError(f"figure {figure!r} is not one of {FIGURES}")
+    return figure, path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("data_root")
-    parser.add_argument("metrics_json")
-    parser.add_argument("per_class_csv")
     parser.add_argument("labels", nargs="+", type=named_dir, metavar="name=label_dir")
-    parser.add_argument("--figures", nargs="+", choices=FIGURES, default=["miou"])
+    parser.add_argument("--metric", action="append", type=figure_path, required=True, metavar="figure=json")
+    parser.add_argument("--per-class", required=True, metavar="csv")
+    parser.add_argument("--table", default=None, metavar="csv")
     args = parser.parse_args(argv)
     if len({name for name, _ in args.labels}) != len(args.labels):
         parser.error("label directory names must be unique")
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     data = DatasetConfig.from_params(params.get("dataset"))
     dataset = open_dataset(data, data.train_split, args.data_root)
     results = {name: evaluate_label_dir(dataset, d, desc=name) for name, d in args.labels}
-    write_evaluation(results, dataset.class_names, args.metrics_json, args.per_class_csv, args.figures)
+    write_evaluation(results, dataset.class_names, dict(args.metric), args.per_class, args.table)
 
 
 if __name__ == "__main__":

@@ -85,56 +85,59 @@ def test_evaluate_label_dir_known_iou(voc):
     assert_summary(cm.summary(CLASSES), EXPECTED)
 
 
-def seeds_argv(voc, out, csv):
-    return ["--params", str(voc / "params.yaml"), str(voc / "data"), str(out), str(csv),
+def seeds_argv(voc, out):
+    return ["--params", str(voc / "params.yaml"), str(voc / "data"),
             f"M_I={voc / 'M_I'}", *(f"{m}={voc / 'seeds' / m}" for m in ("M_B", "M_F", "M_g")),
-            "--figures", "miou", "miou_labelled", "precision", "recall", "coverage"]
+            *(f"--metric={f}={out / f}.json" for f in ("miou", "miou_labelled", "precision", "recall", "coverage")),
+            "--per-class", str(out / "per_class.csv"), "--table", str(out / "table.csv")]
 
 
 def test_evaluate_seed_maps_stage(voc):
-    out, csv = voc / "metrics" / "seeds.json", voc / "metrics" / "per_class" / "seeds.csv"
-    run_stage(load_stage("evaluate_labels").main, seeds_argv(voc, out, csv))
-    metrics = json.loads(out.read_text())
-    assert set(metrics) == {"miou", "miou_labelled", "precision", "recall", "coverage"}
-    for figure, by_map in metrics.items():
+    out = voc / "metrics"
+    run_stage(load_stage("evaluate_labels").main, seeds_argv(voc, out))
+    for figure in ("miou", "miou_labelled", "precision", "recall", "coverage"):
+        by_map = json.loads((out / f"{figure}.json").read_text())
         assert list(by_map) == ["M_B", "M_F", "M_I", "M_g"]  # sorted, one number per map
         assert by_map["M_I"] == pytest.approx(EXPECTED[figure], abs=1e-4), figure
         assert by_map["M_F"] == pytest.approx(EXPECTED[figure], abs=1e-4), figure
-    assert metrics["miou"]["M_B"] == 1.0 and metrics["precision"]["M_B"] == 1.0
-    assert metrics["coverage"]["M_g"] == 0.0 and metrics["miou"]["M_g"] == 0.0
-    rows = [line.split(",") for line in csv.read_text().splitlines()]
+    assert json.loads((out / "miou.json").read_text())["M_B"] == 1.0
+    assert json.loads((out / "coverage.json").read_text())["M_g"] == 0.0
+    rows = [line.split(",") for line in (out / "per_class.csv").read_text().splitlines()]
     assert rows[0] == ["class", "M_I", "M_B", "M_F", "M_g"]
     by_class = {r[0]: r[1:] for r in rows[1:]}
     for name, iou in EXPECTED["per_class_iou"].items():
         assert float(by_class[name][0]) == pytest.approx(iou, abs=1e-4), name
         assert float(by_class[name][1]) == 1.0
+    table = [line.split(",") for line in (out / "table.csv").read_text().splitlines()]
+    assert table[0] == ["name", "miou", "miou_labelled", "precision", "recall", "coverage"]
+    assert [float(v) for v in table[1][1:]] == pytest.approx(
+        [EXPECTED[k] for k in ("miou", "miou_labelled", "precision", "recall", "coverage")], abs=1e-4)
 
 
-def test_evaluate_pseudo_labels_default_figure_is_miou(voc):
-    out, csv = voc / "pseudo.json", voc / "pseudo.csv"
-    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), str(out), str(csv),
-            f"a2gnn={voc / 'seeds' / 'M_B'}", f"rw={voc / 'M_I'}"]
+def test_evaluate_pseudo_labels_one_miou_per_method(voc):
+    out = voc / "pseudo.json"
+    argv = ["--params", str(voc / "params.yaml"), str(voc / "data"), f"a2gnn={voc / 'seeds' / 'M_B'}",
+            f"rw={voc / 'M_I'}", "--metric", f"miou={out}", "--per-class", str(voc / "pseudo.csv")]
     run_stage(load_stage("evaluate_labels").main, argv)
-    metrics = json.loads(out.read_text())
-    assert metrics == {"miou": {"a2gnn": 1.0, "rw": pytest.approx(EXPECTED["miou"], abs=1e-4)}}
+    assert json.loads(out.read_text()) == {"a2gnn": 1.0, "rw": pytest.approx(EXPECTED["miou"], abs=1e-4)}
 
 
-@pytest.mark.parametrize("bad", ["noequals", "=dir"])
-def test_bad_name_argument(voc, bad):
+@pytest.mark.parametrize("bad", [["noequals"], ["=dir"], ["a=dir", "--metric", "nofigure=x.json"]])
+def test_bad_arguments(voc, bad):
     with pytest.raises(SystemExit) as exc:
-        load_stage("evaluate_labels").main(["--params", str(voc / "params.yaml"), str(voc / "data"),
-                                            str(voc / "x.json"), str(voc / "x.csv"), bad])
+        load_stage("evaluate_labels").main(["--params", str(voc / "params.yaml"), str(voc / "data"), *bad,
+                                            "--metric", "miou=x.json", "--per-class", str(voc / "x.csv")])
     assert exc.value.code == 2
 
 
 def test_missing_prediction_names_file_and_writes_nothing(voc, capsys):
     (voc / "seeds" / "M_F" / "b.png").unlink()
-    out, csv = voc / "metrics" / "seeds.json", voc / "metrics" / "seeds.csv"
+    out = voc / "metrics"
     with pytest.raises(SystemExit) as exc:
-        run_stage(load_stage("evaluate_labels").main, seeds_argv(voc, out, csv))
+        run_stage(load_stage("evaluate_labels").main, seeds_argv(voc, out))
     assert exc.value.code == 1
     assert str(Path("M_F") / "b.png") in capsys.readouterr().err
-    assert not out.exists() and not csv.exists()
+    assert not out.exists()
 
 
 def test_missing_prediction_as_script(voc):
@@ -142,7 +145,7 @@ def test_missing_prediction_as_script(voc):
     out = voc / "pseudo.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "stages" / "evaluate_labels.py"), "--params", str(voc / "params.yaml"),
-         str(voc / "data"), str(out), str(voc / "pseudo.csv"), f"m_i={voc / 'M_I'}"],
+         str(voc / "data"), f"m_i={voc / 'M_I'}", "--metric", f"miou={out}", "--per-class", str(voc / "p.csv")],
         capture_output=True, text=True, cwd=voc,
     )
     assert proc.returncode == 1

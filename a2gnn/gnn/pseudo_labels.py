@@ -51,13 +51,12 @@ class SeedCheckCounts:
         self.images += 1
 
     def summary(self) -> dict[str, float]:
-        """Readable figures: seeds removed per image and as a fraction, share of the removed that were wrong,
-        and the seed error rate before and after the check."""
+        """Readable figures: seeds removed per image, the share of the removed that were wrong, and the seed
+        error rate before and after the check (all seeds vs the kept ones)."""
         kept = self.seeds - self.removed
         return {
             "removed_per_image": self.removed / max(self.images, 1),
-            "removed_fraction": self.removed / max(self.seeds, 1),
-            "removed_wrong_share": self.removed_wrong / max(self.removed, 1),
+            "removed_wrong": self.removed_wrong / max(self.removed, 1),
             "seed_error_before": self.seeds_wrong / max(self.seeds, 1),
             "seed_error_after": (self.seeds_wrong - self.removed_wrong) / max(kept, 1),
         }
