@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from a2gnn.consistency import (background_prototypes, box_prototypes, box_seed_candidates, consistency_check,
-                               cosine_distance, distance_scale, outside_boxes)
+from a2gnn.consistency import (background_prototypes, box_prototypes, box_seed_candidates,
+                               candidate_background_distance, consistency_check, cosine_distance, distance_scale,
+                               outside_boxes)
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +94,24 @@ def test_eq28_background_scale():
     no_bg = distance_scale(protos, bg, torch.tensor([False]), torch.tensor([0, 0]))
     assert torch.isinf(no_bg).all()
     assert torch.equal(consistency_check(LABELS, h, protos, cand_box, cand_node, 0.0, no_bg), LABELS)
+
+
+def test_eq28_nearest_rule_keeps_a_seed_iff_nearer_to_its_prototype_than_to_the_background():
+    """tau_i = threshold * d(H(i), H_bg): with threshold 1 each seed goes to the nearer of the two prototypes."""
+    h = features()
+    protos = box_prototypes(h, ENTRY_NODE, ENTRY_BOX, 2)
+    bg = torch.tensor([[0.2, 1.0]])  # background points (mostly) along y, like box 1's object
+    cand_box, cand_node = box_seed_candidates(LABELS, BOXES, GRID)
+    unit = candidate_background_distance(h, cand_node, cand_box, bg, torch.tensor([True]), torch.tensor([0, 0]))
+    assert torch.allclose(unit, cosine_distance(h[cand_node], bg.expand(len(cand_node), 2)))
+    out = consistency_check(LABELS, h, protos, cand_box, cand_node, 1.0, candidate_scale=unit)
+    # by hand, each checked seed against box 0's prototype ~[1, .1] and the background [.2, 1]:
+    for node in cand_node[cand_box == 0].tolist():
+        nearer_object = cosine_distance(h[node][None], protos[0][None]) <= cosine_distance(h[node][None], bg)
+        in_box1 = (cand_node[cand_box == 1] == node).any()
+        if not in_box1:
+            assert (out[node] != 255) == bool(nearer_object), node
+    assert out[1] == 1 and out[4] == 255  # [1, .1] is object-like, [0, 1] background-like
+    no_bg = candidate_background_distance(h, cand_node, cand_box, bg, torch.tensor([False]), torch.tensor([0, 0]))
+    assert torch.isinf(no_bg).all()
+    assert torch.equal(consistency_check(LABELS, h, protos, cand_box, cand_node, 0.0, candidate_scale=no_bg), LABELS)

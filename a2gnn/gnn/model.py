@@ -31,7 +31,7 @@ from a2gnn.config import Config
 from a2gnn.gnn.layers import EdgeCSR, affinity_attention, propagate
 
 LAYER_TYPES = ("a2gnn", "agnn", "gcn")
-CONSISTENCY_SCALES = ("background", "absolute")
+CONSISTENCY_SCALES = ("background", "absolute", "nearest")
 CE_RESOLUTIONS = ("grid", "image")
 SEED_MAPS = ("M_g", "M_F")
 

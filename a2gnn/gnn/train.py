@@ -32,8 +32,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from a2gnn.consistency import (background_prototypes, box_prototypes, box_seed_candidates, consistency_check,
-                               distance_scale, outside_boxes)
+from a2gnn.consistency import (background_prototypes, box_prototypes, box_seed_candidates,
+                               candidate_background_distance, consistency_check, distance_scale, outside_boxes)
 from a2gnn.gnn.layers import EdgeCSR
 from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, draw_dropout_mask
 from a2gnn.graph import ImageGraph
@@ -277,13 +277,17 @@ def fit(forward: Forward, optimizer: torch.optim.Optimizer, batch: GraphBatch, c
         if check:
             with torch.no_grad():
                 prototypes = box_prototypes(h, entry_node, entry_box, batch.num_boxes)
-                scale = None
-                if cfg.consistency_scale == "background":
+                scale = candidate_scale = None
+                if cfg.consistency_scale in ("background", "nearest"):
                     bg, has_bg = background_prototypes(h, batch.outside_node, batch.outside_image, b)
-                    scale = distance_scale(prototypes, bg, has_bg, batch.box_image)
+                    if cfg.consistency_scale == "background":
+                        scale = distance_scale(prototypes, bg, has_bg, batch.box_image)
+                    else:
+                        candidate_scale = candidate_background_distance(h, batch.cand_node, batch.cand_box, bg,
+                                                                        has_bg, batch.box_image)
                 base = labels if cfg.consistency_cumulative else labels0
                 labels = consistency_check(base, h, prototypes, batch.cand_box, batch.cand_node,
-                                           cfg.consistency_threshold, scale)
+                                           cfg.consistency_threshold, scale, candidate_scale)
         l_ce = ce_loss(log_probs, labels, labels0, batch, cfg)
         l_mp = None
         if cfg.use_mp and has_boxes:
