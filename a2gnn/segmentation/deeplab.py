@@ -21,7 +21,8 @@ the paper, ``efficientnet_lite0`` with ``weights: imagenet``). Training: the joi
 
 Defaults are the embedded CPU profile (the ``deeplab`` section of params.yaml equals them): ``small`` width 16,
 rates (1, 2, 4, 6) (the embedded images give 16-24-cell feature grids, so VOC's rates would look mostly at
-padding), Adam 1e-3 for 8 epochs of 128 px crops, batch 8.
+padding), Adam 1e-3 for 12 epochs of 128 px crops, batch 8, scale 0.7-1.3: about 85 CPU-seconds of training
+(one thread) on the embedded train split, reaching 48.8 % val mIoU (53.7 % with CRF) on its ground truth.
 
 Shapes: x (B, 3, H, W) -> logits (B, C, ceil(H / s), ceil(W / s)); :func:`predict_probs`: image (H, W, 3)
 uint8 -> (C, H, W) float32 probabilities.
@@ -64,7 +65,7 @@ class DeepLabConfig(Config):
     SECTION: typing.ClassVar[str] = "deeplab"
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)  # paper: ResNet-101 (ImageNet)
     aspp_rates: tuple[int, ...] = (1, 2, 4, 6)  # atrous rates of the ASPP classifiers (DeepLab-v2: 6, 12, 18, 24)
-    epochs: int = 8  # training epochs over the train split (DeepLab-v2 VOC: 20k iterations of batch 10)
+    epochs: int = 12  # training epochs over the train split (DeepLab-v2 VOC: 20k iterations of batch 10)
     batch_size: int = 8  # images per step (DeepLab-v2: 10)
     crop_size: int = 128  # square random crop, padded with ignore / mean colour (DeepLab-v2: 321)
     scale_range: tuple[float, float] = (0.7, 1.3)  # random rescale factor range (DeepLab-v2: 0.5-1.5)
