@@ -25,7 +25,8 @@ import yaml
 
 PACKAGE = "a2gnn"
 RUNTIME_SECTION = "runtime"  # read by every stage, never a DVC param dependency
-SETUP_SECTIONS = ("base",)  # read by a2gnn.cli.setup_stage for every stage (the seed)
+SETUP_SECTIONS = ("base",)
+UNTRACKED = "checkpoints"  # resume state of interrupted trainings: deliberately neither a dep nor an output  # read by a2gnn.cli.setup_stage for every stage (the seed)
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
 
 
@@ -138,7 +139,10 @@ def stage_problems(root: Path, dvc_yaml: Mapping[str, Any], params: Mapping[str,
             arg = word.split("=", 1)[-1].rstrip("/")
             if word.startswith("-") or not (root / arg).exists() and "/" not in arg:
                 continue
-            if arg not in data_deps and arg not in outs:
+            if arg.split("/")[0] == UNTRACKED:
+                continue
+            produced = any(o == arg or o.startswith(arg + "/") for o in outs)
+            if arg not in data_deps and not produced:
                 found.append(f"cmd path {arg} is neither a dep nor an output")
         found += [f"dep {d} is not a path in the cmd" for d in data_deps if d not in words
                   and not any(w.endswith("=" + d) for w in words)]

@@ -195,6 +195,16 @@ def checkpoint_dir(stage: str, root: os.PathLike | str = CHECKPOINT_ROOT) -> Pat
     return Path(root) / stage
 
 
+def clear_checkpoint(directory: os.PathLike | str | None) -> None:
+    """Delete ``directory/last.pt`` once a stage has written its outputs.
+
+    A checkpoint only serves to resume an *interrupted* run; one left after success would let a later rerun of
+    the stage (e.g. after a code change, which the fingerprint does not see) resume a finished, stale training.
+    """
+    if directory is not None:
+        (Path(directory) / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
 class Checkpointer:
     """Save / restore the full training state in ``directory/last.pt`` (``directory=None``: do nothing).
 

@@ -3,7 +3,7 @@
     python stages/affinity.py <data_root> <seed_dir> <out_model.pt>
 
 <seed_dir> holds <id>.png seed maps for the train split (outputs/seeds/M_g; M_F for Table 4(e)).
-Params: base, dataset, affinity.
+Params: base, dataset, affinity. An interrupted training resumes from checkpoints/affinity/ (not a DVC output).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from a2gnn.affinity.train import AffinityConfig, save_affinity, train_affinity
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets import open_dataset
+from a2gnn.training import checkpoint_dir, clear_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,14 +22,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data_root")
     parser.add_argument("seed_dir")
     parser.add_argument("out_model")
+    parser.add_argument("--checkpoints", default=str(checkpoint_dir("affinity")), help="resume folder (not a DVC output)")
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
     cfg = AffinityConfig.from_params(params.get("affinity"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset = open_dataset(data, data.train_split, args.data_root)
-    model = train_affinity(dataset, args.seed_dir, cfg, runtime.device, base.seed)
+    model = train_affinity(dataset, args.seed_dir, cfg, runtime.device, base.seed, checkpoint_dir=args.checkpoints)
     save_affinity(model, cfg, cfg.epochs, args.out_model)
+    clear_checkpoint(args.checkpoints)
 
 
 if __name__ == "__main__":

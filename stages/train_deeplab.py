@@ -11,13 +11,14 @@ Params: base, dataset, deeplab.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets import open_dataset
 from a2gnn.datasets.segmentation import GT_LABELS, SegmentationDataset
 from a2gnn.segmentation import DeepLabConfig, save_deeplab, train_deeplab
-from a2gnn.training import checkpoint_dir
+from a2gnn.training import CHECKPOINT_FILE, checkpoint_dir, clear_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     val = SegmentationDataset(open_dataset(data, data.val_split, args.data_root), GT_LABELS)
     from dvclive import Live
 
-    with Live(args.live_dir, resume=True, save_dvc_exp=False, dvcyaml=None) as live:
+    # the curves continue only when the training does (a checkpoint of an interrupted run); else start afresh
+    resume = (Path(args.checkpoints) / CHECKPOINT_FILE).is_file()
+    with Live(args.live_dir, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
 
         def log_epoch(epoch: int, logs: dict[str, float]) -> None:
             live.step = epoch
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
         model = train_deeplab(train, cfg, runtime.device, base.seed, val, log_epoch, args.checkpoints)
     save_deeplab(args.out_model, model, cfg, train.class_names)
+    clear_checkpoint(args.checkpoints)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_stages_train_on_a_label_folder_and_evaluate(tiny_voc, tmp_path):
     model = tmp_path / "model.pt"
     _stage("train_deeplab")([str(tiny_voc), str(labels), str(model), "--live-dir", str(tmp_path / "live"),
                              "--checkpoints", str(tmp_path / "ckpt"), *common])
-    assert (tmp_path / "ckpt" / "last.pt").is_file()
+    assert not (tmp_path / "ckpt" / "last.pt").exists()  # cleared once the model is written (no stale resume)
     assert (tmp_path / "live" / "plots" / "metrics" / "train_deeplab" / "loss.tsv").is_file()
     metrics, csv = tmp_path / "deeplab.json", tmp_path / "per_class.csv"
     _stage("evaluate_deeplab")([str(tiny_voc), str(model), str(metrics), str(csv), *common])
