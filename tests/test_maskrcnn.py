@@ -1,0 +1,245 @@
+"""a2gnn.instance.coco_eval (AP with known answers), a2gnn.instance.maskrcnn (detectron2 config, registration,
+deterministic resumable training, save/load/predict) and stages train_maskrcnn / evaluate_maskrcnn on the tiny
+embedded dataset (2-3 Mask R-CNN iterations on 64-96 px images)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from pycocotools.coco import COCO
+
+from a2gnn.config import ConfigError, DatasetConfig
+from a2gnn.datasets import VOCDataset, open_dataset
+from a2gnn.datasets.coco import CocoImage, CocoInstance, encode_mask, write_coco_instances
+from a2gnn.instance.coco_eval import coco_ap, instance_metrics
+from a2gnn.instance.maskrcnn import (
+    MaskRCNNConfig,
+    build_d2_config,
+    dataset_records,
+    iteration_samples,
+    load_maskrcnn,
+    predict,
+    register_instances,
+    save_maskrcnn,
+    train_maskrcnn,
+    write_gt_instances,
+)
+from a2gnn.instance.pseudo_instances import image_root
+from a2gnn.io import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+TINY = {
+    "iterations": 3, "batch_size": 2, "min_size_train": [64], "max_size_train": 96, "min_size_test": 64,
+    "max_size_test": 96, "rpn_batch_per_image": 32, "proposals_train": 50, "proposals_test": 50,
+    "roi_batch_per_image": 32, "detections_per_image": 5, "score_thresh_test": 0.0, "warmup_iters": 1,
+    "checkpoint_period": 1, "log_period": 1,
+}
+
+
+def tiny_cfg(**overrides) -> MaskRCNNConfig:
+    return MaskRCNNConfig.from_params({**TINY, **overrides})
+
+
+def load_stage(name):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------------------------------------------
+# AP with known answers
+# --------------------------------------------------------------------------------------------------------------
+def square(y1, x1, y2, x2, shape=(64, 64)):
+    m = np.zeros(shape, bool)
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def gt_coco(tmp_path, masks_per_image, labels=None) -> tuple[Path, COCO]:
+    images = [CocoImage(i + 1, f"{i}.jpg", 64, 64) for i in range(len(masks_per_image))]
+    instances = [
+        CocoInstance(i + 1, (labels or {}).get((i, k), 1), m)
+        for i, masks in enumerate(masks_per_image) for k, m in enumerate(masks)
+    ]
+    path = tmp_path / "gt.json"
+    write_coco_instances(path, images, ["background", "a", "b"], instances)
+    return path, COCO(str(path))
+
+
+def det(image_id, mask, score, label=1):
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    bbox = [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
+    return {"image_id": image_id, "category_id": label, "score": score, "bbox": bbox, "segmentation": encode_mask(mask)}
+
+
+def test_perfect_predictions_give_ap_one(tmp_path):
+    a, b = square(2, 2, 40, 40), square(5, 5, 40, 50)  # 1444 px, 1575 px: medium (32² .. 96²)
+    path, gt = gt_coco(tmp_path, [[a], [b]], labels={(1, 0): 2})
+    results = [det(1, a, 0.9, 1), det(2, b, 0.8, 2)]
+    ap = coco_ap(gt, results, "segm")
+    assert ap == pytest.approx({"ap": 1, "ap50": 1, "ap70": 1, "ap75": 1, "ap_s": -1, "ap_m": 1, "ap_l": -1})
+    metrics = instance_metrics(path, results)  # ap_s, ap_l -1: no small / large object
+    assert metrics["box"] == pytest.approx({"ap": 1.0, "ap50": 1.0, "ap70": 1.0, "ap75": 1.0})
+
+
+def test_one_of_two_objects_found(tmp_path):
+    """Recall reaches 1/2 at precision 1: 51 of COCO's 101 recall points (0, .01, .., .5) score 1."""
+    a, b = square(0, 0, 10, 10), square(20, 20, 40, 40)
+    _, gt = gt_coco(tmp_path, [[a, b]])
+    ap = coco_ap(gt, [det(1, a, 0.9)], "segm")
+    assert ap["ap50"] == pytest.approx(51 / 101) and ap["ap"] == pytest.approx(51 / 101)
+
+
+def test_false_positive_ranked_first_halves_precision(tmp_path):
+    a = square(0, 0, 10, 10)
+    _, gt = gt_coco(tmp_path, [[a]])
+    ap = coco_ap(gt, [det(1, square(20, 20, 30, 30), 0.9), det(1, a, 0.5)], "segm")
+    assert ap["ap50"] == pytest.approx(0.5)
+
+
+def test_iou_thresholds_on_a_073_iou_mask(tmp_path):
+    a = square(0, 0, 10, 10)  # 100 px
+    pred = square(0, 0, 10, 7)
+    pred[:3, 7] = True  # 73 px inside a: IoU 0.73
+    _, gt = gt_coco(tmp_path, [[a]])
+    ap = coco_ap(gt, [det(1, pred, 0.9)], "segm")
+    assert ap["ap50"] == ap["ap70"] == pytest.approx(1.0) and ap["ap75"] == 0.0
+    assert ap["ap"] == pytest.approx(0.5)  # thresholds 0.5, .., 0.7 of 0.5, .., 0.95
+    assert ap["ap_s"] == pytest.approx(0.5) and ap["ap_m"] == -1.0
+
+
+def test_no_detection_gives_zero(tmp_path):
+    _, gt = gt_coco(tmp_path, [[square(0, 0, 10, 10)]])
+    ap = coco_ap(gt, [], "segm")
+    assert ap["ap"] == ap["ap50"] == ap["ap_s"] == 0.0 and ap["ap_m"] == ap["ap_l"] == -1.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# detectron2 config and dataset registration
+# --------------------------------------------------------------------------------------------------------------
+def test_d2_config_from_the_model_zoo():
+    d2 = build_d2_config(MaskRCNNConfig(), num_classes=5)
+    assert d2.MODEL.RESNETS.DEPTH == 18 and d2.MODEL.RESNETS.NORM == "BN" and d2.MODEL.BACKBONE.FREEZE_AT == 0
+    assert d2.MODEL.ROI_HEADS.NUM_CLASSES == 5 and d2.MODEL.MASK_ON and d2.INPUT.MASK_FORMAT == "bitmask"
+    assert d2.MODEL.ANCHOR_GENERATOR.SIZES == [[16], [32], [64], [128], [256]]
+    assert d2.SOLVER.STEPS == (450, 540) and d2.is_frozen()
+    paper = build_d2_config(MaskRCNNConfig(depth=101, res2_out_channels=256, weights="imagenet_r101.pkl"), 20)
+    assert paper.MODEL.RESNETS.DEPTH == 101 and paper.MODEL.BACKBONE.FREEZE_AT == 2
+    with pytest.raises(ConfigError, match="res2_out_channels"):
+        MaskRCNNConfig.from_params({"depth": 34, "res2_out_channels": 256})
+    with pytest.raises(ConfigError, match="norm"):
+        MaskRCNNConfig.from_params({"norm": "LN"})
+
+
+@pytest.fixture
+def tiny_sets(tiny_voc, tmp_path):
+    data = DatasetConfig(root=str(tiny_voc))
+    train, val = open_dataset(data, "train"), open_dataset(data, "val")
+    write_gt_instances(train, tmp_path / "train_gt.json")
+    write_gt_instances(val, tmp_path / "val_gt.json")
+    classes = register_instances("test_train", tmp_path / "train_gt.json", image_root(train))
+    register_instances("test_val", tmp_path / "val_gt.json", image_root(val))
+    return train, classes, dataset_records("test_train"), dataset_records("test_val", keep_empty=True)
+
+
+def test_registered_dataset_matches_the_json(tiny_sets):
+    from detectron2.data import DatasetMapper, MetadataCatalog
+
+    train, classes, records, _ = tiny_sets
+    assert classes == list(train.class_names[1:]) == MetadataCatalog.get("test_train").thing_classes
+    assert [r["image_id"] for r in records] == list(range(1, len(train.ids) + 1))
+    first = records[0]
+    mapped = DatasetMapper(build_d2_config(tiny_cfg(), len(classes)), is_train=False)(dict(first))
+    assert mapped["image"].shape[0] == 3
+    boxes = train.annotation(train.ids[0]).boxes
+    assert [a["category_id"] + 1 for a in first["annotations"]] == [b.label for b in boxes]
+
+
+def test_iteration_samples_cover_each_epoch_once():
+    stream = [i for t in range(5) for _, i in iteration_samples(3, t, 2, 5)]
+    assert sorted(stream[:5]) == list(range(5)) and sorted(stream[5:10]) == list(range(5))
+    assert iteration_samples(3, 4, 2, 5) == [(8, stream[8]), (9, stream[9])]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training: 2-3 iterations, resume, save / load / predict
+# --------------------------------------------------------------------------------------------------------------
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_train_resume_save_load_predict(tiny_sets, tmp_path):
+    torch.set_num_threads(1)
+    _, classes, records, val_records = tiny_sets
+    cfg = tiny_cfg()
+    logs = []
+    straight = train_maskrcnn(records, classes, cfg, seed=0, log_fn=lambda i, d: logs.append((i, d)), checkpoints=None)
+    assert [i for i, _ in logs] == [1, 2, 3] and all(np.isfinite(d["loss"]) for _, d in logs)
+    assert {"loss", "loss_mask", "loss_cls", "lr"} <= set(logs[0][1])
+
+    ckpt = tmp_path / "ckpt"
+    train_maskrcnn(records, classes, cfg, seed=0, checkpoints=ckpt, stop_after=2)  # interrupted after 2
+    assert (ckpt / "model_0000002.pth").is_file() and (ckpt / "last_checkpoint").is_file()
+    resumed = train_maskrcnn(records, classes, cfg, seed=0, log_fn=lambda i, d: logs.append((i, d)), checkpoints=ckpt)
+    assert logs[-1][0] == 3 and len(logs) == 4  # only iteration 3 ran
+    a, b = state(straight), state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed training differs from the uninterrupted one"
+    assert sorted(p.name for p in ckpt.glob("model_*.pth")) == ["model_0000003.pth"]
+
+    other = train_maskrcnn(records, classes, tiny_cfg(iterations=2), seed=0, checkpoints=ckpt)  # another run
+    assert not all(torch.equal(a[k], v) for k, v in state(other).items())
+
+    path = tmp_path / "model.pth"
+    save_maskrcnn(path, straight, cfg, classes, 0)
+    model, d2, loaded_classes = load_maskrcnn(path)
+    assert loaded_classes == classes
+    assert all(torch.equal(a[k], v) for k, v in state(model).items())
+    results = predict(model, d2, val_records)
+    assert 1 <= len(results) <= cfg.detections_per_image * len(val_records)
+    assert all(1 <= r["category_id"] <= len(classes) and len(r["bbox"]) == 4 for r in results)
+    with pytest.raises(DataError, match="model.pth"):
+        path.write_bytes(b"junk")
+        load_maskrcnn(path)
+
+
+def test_stages_train_and_evaluate(tiny_voc, tmp_path):
+    torch.set_num_threads(1)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "dataset": {"root": str(tiny_voc)}, "maskrcnn": {**TINY, "iterations": 2, "checkpoint_period": 1},
+        "runtime": {"torch_threads": 1, "workers": 0},
+    }))
+    common = ["--params", str(params)]
+    model = tmp_path / "out" / "model.pth"
+    ckpt, live = tmp_path / "ckpt", tmp_path / "live"
+    load_stage("train_maskrcnn").main(
+        [str(tiny_voc), "gt", str(model), "--live-dir", str(live), "--checkpoints", str(ckpt), *common]
+    )
+    assert model.is_file() and not list(ckpt.glob("model_*.pth"))  # checkpoint cleared after success
+    assert (live / "plots" / "metrics" / "train_maskrcnn" / "loss.tsv").is_file()
+    metrics = tmp_path / "metrics" / "instance.json"
+    load_stage("evaluate_maskrcnn").main([str(tiny_voc), str(model), str(metrics), *common])
+    found = json.loads(metrics.read_text())
+    assert set(found["mask"]) == {"ap", "ap50", "ap70", "ap75", "ap_s", "ap_m", "ap_l"}
+    assert set(found["box"]) == {"ap", "ap50", "ap70", "ap75"}
+    assert all(-1 <= v <= 1 for part in found.values() for v in part.values())
+
+
+def test_train_stage_missing_json_names_it(tiny_voc, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"dataset": {"root": str(tiny_voc)}, "maskrcnn": TINY}))
+    missing = tmp_path / "nope.json"
+    with pytest.raises(DataError, match="nope.json"):
+        load_stage("train_maskrcnn").main([str(tiny_voc), str(missing), str(tmp_path / "m.pth"), "--params", str(params)])
+    assert VOCDataset(tiny_voc, "train").ids  # dataset untouched
