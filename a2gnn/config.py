@@ -147,7 +147,7 @@ class RuntimeConfig(Config):
     SECTION: typing.ClassVar[str] = "runtime"
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
     workers: int = 2  # processes for per-image CPU work (GrabCut, dense CRF, A²GNN batches); 0 = in this process
-    torch_threads: int = 2  # torch intra-op threads (0 = torch's default: all cores)
+    torch_threads: int = 1  # torch intra-op threads (0 = torch's default: all cores)
     gnn_batch_images: int = 16  # images whose A²GNNs are optimised together (stacked per-image parameters)
     chunk_images: int = 200  # images whose graphs are held in memory at once (bounds memory at VOC scale)
 
@@ -180,6 +180,10 @@ class DatasetConfig(Config):
     segmentation_dir: str = "SegmentationClass"  # voc only; VOC+SBD: SegmentationClassAug
     use_difficult: bool = True  # voc only: keep boxes flagged difficult in the XML
     skip_empty: bool = True  # coco only: leave images without (non-crowd) boxes out (false: error on them)
+    # large images: every stage sees images whose long side exceeds this shrunk to it (0 = never); pseudo labels
+    # go back to the original resolution (a2gnn.datasets.resize)
+    max_side: int = 0
 
     def validate(self) -> None:
         self.check(self.format in DATASET_FORMATS, "format", f"one of {DATASET_FORMATS}")
+        self.check(self.max_side >= 0, "max_side", ">= 0 (0 = keep every image's size)")

@@ -15,6 +15,7 @@ import numpy as np
 
 from a2gnn.cli import progress
 from a2gnn.datasets.voc import VOCDataset
+from a2gnn.datasets.resize import original_gt
 from a2gnn.evaluation import ConfusionMatrix
 from a2gnn.io import IGNORE_INDEX, DataError, atomic_file, read_label, write_json
 
@@ -53,12 +54,12 @@ def evaluate_label_dir(
     items = zip(dataset.ids, paths)
     for image_id, path in progress(items, desc=desc or f"eval {Path(label_dir).name}", total=len(paths)):
         pred = read_label(path)
-        gt = dataset.semantic_gt(image_id)
+        gt = original_gt(dataset, image_id, pred.shape)  # pseudo labels mapped back to a shrunk photo's size
         if pred.shape != gt.shape:
             sizes = f"{pred.shape[1]}x{pred.shape[0]} but ground truth is {gt.shape[1]}x{gt.shape[0]}"
             raise DataError(path, f"prediction is {sizes}")
         check_label_values(path, pred, dataset.num_classes)
-        check_label_values(dataset.root / dataset.segmentation_dir / f"{image_id}.png", gt, dataset.num_classes)
+        check_label_values(Path(f"ground truth of {image_id}"), gt, dataset.num_classes)
         cm.update(gt, pred)
     return cm
 

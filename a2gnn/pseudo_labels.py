@@ -135,12 +135,14 @@ def generate_pseudo_labels(
 
 def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg: CRFConfig, workers: int,
                         chunk_images: int, out_dir, desc: str) -> None:
-    """Run :func:`generate_pseudo_labels` and write ``<out_dir>/<id>.png``, all or nothing (atomic directory)."""
+    """Run :func:`generate_pseudo_labels` and write ``<out_dir>/<id>.png``, all or nothing (atomic directory),
+    at the original image resolution (nearest neighbour, when ``dataset.max_side`` shrank the image)."""
     from a2gnn.cli import progress
+    from a2gnn.datasets.resize import to_original
     from a2gnn.io import atomic_dir, write_label
 
     labels = generate_pseudo_labels(dataset, scorer, cfg, crf_cfg, workers, chunk_images,
                                     progress=lambda chunks: progress(chunks, desc=desc))
     with atomic_dir(out_dir) as tmp:
         for image_id, label in labels:
-            write_label(tmp / f"{image_id}.png", label)
+            write_label(tmp / f"{image_id}.png", to_original(dataset, image_id, label))

@@ -13,6 +13,7 @@ from typing import Callable
 
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets.coco import COCODataset, voc_to_coco, write_coco_instances
+from a2gnn.datasets.resize import ResizedDataset
 from a2gnn.datasets.voc import VOC_CLASSES, Annotation, Box, VOCDataset, load_class_names, parse_voc_xml
 
 
@@ -31,12 +32,14 @@ READERS: dict[str, Callable[[Path, str, DatasetConfig], VOCDataset | COCODataset
 }
 
 
-def open_dataset(cfg: DatasetConfig, split: str, root: os.PathLike | str | None = None) -> VOCDataset | COCODataset:
-    """The ``split`` of the dataset described by ``cfg`` (``root`` overrides ``cfg.root``, as stages pass it)."""
-    return READERS[cfg.format](Path(cfg.root if root is None else root), split, cfg)
+def open_dataset(cfg: DatasetConfig, split: str, root: os.PathLike | str | None = None):
+    """The ``split`` of the dataset described by ``cfg`` (``root`` overrides ``cfg.root``, as stages pass it);
+    with ``cfg.max_side`` images longer than that are presented shrunk (:class:`ResizedDataset`)."""
+    reader = READERS[cfg.format](Path(cfg.root if root is None else root), split, cfg)
+    return ResizedDataset(reader, cfg.max_side) if cfg.max_side else reader
 
 
 __all__ = [
-    "READERS", "VOC_CLASSES", "Annotation", "Box", "COCODataset", "VOCDataset", "load_class_names", "open_dataset",
+    "READERS", "ResizedDataset", "VOC_CLASSES", "Annotation", "Box", "COCODataset", "VOCDataset", "load_class_names", "open_dataset",
     "parse_voc_xml", "voc_to_coco", "write_coco_instances",
 ]
