@@ -24,7 +24,7 @@ TINY = Path(__file__).parent / "profiles" / "tiny.yaml"
 
 pytestmark = pytest.mark.slow
 COCO_TOLERANCE = 0.1  # |mIoU(COCO reader) - mIoU(VOC reader)| on the same tiny data
-TINY_FLOOR = 0.0  # A²GNN pseudo-label mIoU on the tiny profile must reach this (measured value minus a margin)
+TINY_FLOOR = 0.5  # A²GNN pseudo-label mIoU on the tiny profile must reach this (measured 0.61; Baseline 0.44)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
