@@ -133,7 +133,7 @@ def test_d2_config_from_the_model_zoo():
     assert d2.MODEL.RESNETS.DEPTH == 18 and d2.MODEL.RESNETS.NORM == "BN" and d2.MODEL.BACKBONE.FREEZE_AT == 0
     assert d2.MODEL.ROI_HEADS.NUM_CLASSES == 5 and d2.MODEL.MASK_ON and d2.INPUT.MASK_FORMAT == "bitmask"
     assert d2.MODEL.ANCHOR_GENERATOR.SIZES == [[16], [32], [64], [128], [256]]
-    assert d2.SOLVER.STEPS == (450, 540) and d2.is_frozen()
+    assert d2.SOLVER.STEPS == (225, 270) and d2.is_frozen()
     paper = build_d2_config(MaskRCNNConfig(depth=101, res2_out_channels=256, weights="imagenet_r101.pkl"), 20)
     assert paper.MODEL.RESNETS.DEPTH == 101 and paper.MODEL.BACKBONE.FREEZE_AT == 2
     with pytest.raises(ConfigError, match="res2_out_channels"):
@@ -221,11 +221,13 @@ def test_stages_train_and_evaluate(tiny_voc, tmp_path):
         "runtime": {"torch_threads": 1, "workers": 0},
     }))
     common = ["--params", str(params)]
-    model = tmp_path / "out" / "model.pth"
+    model, again = tmp_path / "out" / "model.pth", tmp_path / "again" / "model.pth"
     ckpt, live = tmp_path / "ckpt", tmp_path / "live"
-    load_stage("train_maskrcnn").main(
-        [str(tiny_voc), "gt", str(model), "--live-dir", str(live), "--checkpoints", str(ckpt), *common]
-    )
+    for out in (model, again):
+        load_stage("train_maskrcnn").main(
+            [str(tiny_voc), "gt", str(out), "--live-dir", str(live), "--checkpoints", str(ckpt), *common]
+        )
+    assert model.read_bytes() == again.read_bytes()  # deterministic, byte-stable weights file
     assert model.is_file() and not list(ckpt.glob("model_*.pth"))  # checkpoint cleared after success
     assert (live / "plots" / "metrics" / "train_maskrcnn" / "loss.tsv").is_file()
     metrics = tmp_path / "metrics" / "instance.json"

@@ -13,7 +13,7 @@ Embedded CPU default vs paper scale (params.yaml comments give the paper's value
   pixel stds instead of the caffe weights' 1.0; with ``weights`` (a local ImageNet / COCO .pth or .pkl)
   the zoo's ``FREEZE_AT`` 2 applies;
 * anchors 16-256 px on P2-P6 (objects of the 128-192 px embedded images are 40-125 px) vs 32-512;
-* short side 128-192 px vs 640-800, a few hundred iterations of batch 4 vs 270 k of batch 16.
+* short side 112-144 px (the images' own scale) vs 640-800, 300 iterations of batch 4 vs 270 k of batch 16.
 
 Training (:func:`train_maskrcnn`) is detectron2's ``plain_train_net`` loop (build_model, build_optimizer,
 build_lr_scheduler, EventStorage, DetectionCheckpointer) with one change for **exact determinism and resume**
@@ -76,14 +76,14 @@ class MaskRCNNConfig(Config):
     weights: str | None = None  # local initial weights (.pth/.pkl); null = from scratch (paper: ImageNet R-101)
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one per FPN level P2-P6 (paper: 32 .. 512)
     rpn_batch_per_image: int = 64  # MODEL.RPN.BATCH_SIZE_PER_IMAGE (paper: 256)
-    proposals_train: int = 500  # MODEL.RPN.POST_NMS_TOPK_TRAIN (paper: 1000)
-    proposals_test: int = 300  # MODEL.RPN.POST_NMS_TOPK_TEST (paper: 1000)
-    roi_batch_per_image: int = 128  # MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE (paper: 512)
-    min_size_train: tuple[int, ...] = (128, 160, 192)  # INPUT.MIN_SIZE_TRAIN, one drawn per image (paper: 640-800)
-    max_size_train: int = 320  # INPUT.MAX_SIZE_TRAIN (paper: 1333)
-    min_size_test: int = 160  # INPUT.MIN_SIZE_TEST (paper: 800)
-    max_size_test: int = 320  # INPUT.MAX_SIZE_TEST (paper: 1333)
-    iterations: int = 600  # SOLVER.MAX_ITER (paper 3x schedule: 270000)
+    proposals_train: int = 300  # MODEL.RPN.POST_NMS_TOPK_TRAIN (paper: 1000)
+    proposals_test: int = 200  # MODEL.RPN.POST_NMS_TOPK_TEST (paper: 1000)
+    roi_batch_per_image: int = 64  # MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE (paper: 512)
+    min_size_train: tuple[int, ...] = (112, 128, 144)  # INPUT.MIN_SIZE_TRAIN, one drawn per image (paper: 640-800)
+    max_size_train: int = 224  # INPUT.MAX_SIZE_TRAIN (paper: 1333)
+    min_size_test: int = 128  # INPUT.MIN_SIZE_TEST (paper: 800)
+    max_size_test: int = 224  # INPUT.MAX_SIZE_TEST (paper: 1333)
+    iterations: int = 300  # SOLVER.MAX_ITER (paper 3x schedule: 270000)
     batch_size: int = 4  # SOLVER.IMS_PER_BATCH (paper: 16)
     lr: float = 0.02  # SOLVER.BASE_LR, SGD momentum 0.9 (paper: 0.02)
     weight_decay: float = 0.0001  # SOLVER.WEIGHT_DECAY (paper: 1e-4)
