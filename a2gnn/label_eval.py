@@ -83,15 +83,21 @@ def write_evaluation(
     """
     for figure, path in metrics.items():
         write_json(path, {name: getattr(cm, figure)() for name, cm in results.items()})
-    ious = {name: cm.iou() for name, cm in results.items()}
-    rows = ["class," + ",".join(results)]
-    for k, cls in enumerate(class_names):
-        rows.append(cls + "," + ",".join(_csv_number(v[k]) for v in ious.values()))
-    _write_csv(per_class_csv, rows)
+    write_per_class_csv(results, class_names, per_class_csv)
     if table_csv is not None:
         rows = ["name," + ",".join(FIGURES)]
         rows += [name + "," + ",".join(_csv_number(getattr(cm, f)()) for f in FIGURES) for name, cm in results.items()]
         _write_csv(table_csv, rows)
+
+
+def write_per_class_csv(results: dict[str, ConfusionMatrix], class_names: Sequence[str],
+                        path: os.PathLike | str) -> None:
+    """One row per class, one per-class IoU column per entry of ``results`` (a DVC plot); atomic."""
+    ious = {name: cm.iou() for name, cm in results.items()}
+    rows = ["class," + ",".join(results)]
+    for k, cls in enumerate(class_names):
+        rows.append(cls + "," + ",".join(_csv_number(v[k]) for v in ious.values()))
+    _write_csv(path, rows)
 
 
 def _csv_number(value: float) -> str:

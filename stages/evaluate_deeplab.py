@@ -1,12 +1,17 @@
-"""Evaluate a trained DeepLab on the val split: mIoU without and with dense CRF, and per-class IoU.
+"""Evaluate trained DeepLabs on the val split (paper Table 1): mIoU without and with dense CRF, per-class IoU.
 
-    python stages/evaluate_deeplab.py <data_root> <model.pt> <metrics_json> <per_class_csv> [--params params.yaml]
+    python stages/evaluate_deeplab.py <data_root> <name>=<model.pt> [...] --metric miou=<json>
+        [--metric miou_crf=<json>] --per-class <csv>
 
-<metrics_json> (DVC metric): {"miou": ..., "miou_crf": ...}. <per_class_csv> (DVC plot): one row per class,
-columns miou and miou_crf (per-class IoU). Params: dataset, crf (the CRF kernels; runtime.workers CRF processes).
+Each ``--metric`` JSON holds ``{name: value}`` (e.g. the model trained on the A²GNN pseudo labels and the one
+trained on the ground truth, the upper bound), so ``dvc metrics show`` prints one row per figure and one column per
+model. ``miou`` is the arg-max prediction, ``miou_crf`` the dense-CRF-refined one (the ``crf`` section).
+``--per-class``: IoU per class, columns ``<name>`` and ``<name>_crf``.
 """
 
 from __future__ import annotations
+
+import argparse
 
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
@@ -14,24 +19,43 @@ from a2gnn.crf import CRFConfig
 from a2gnn.datasets import open_dataset
 from a2gnn.datasets.segmentation import GT_LABELS, SegmentationDataset
 from a2gnn.io import DataError, write_json
-from a2gnn.segmentation import evaluate_deeplab, load_deeplab, write_per_class_csv
+from a2gnn.label_eval import write_per_class_csv
+from a2gnn.segmentation import evaluate_deeplab, load_deeplab
+
+VARIANTS = ("miou", "miou_crf")  # without / with dense CRF
+
+
+def named(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected <name>=<path>, got {text!r}")
+    return name, value
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
-    for name in ("data_root", "model", "metrics_json", "per_class_csv"):
-        parser.add_argument(name)
+    parser.add_argument("data_root")
+    parser.add_argument("models", nargs="+", type=named, metavar="name=model.pt")
+    parser.add_argument("--metric", action="append", type=named, required=True, metavar=f"{'|'.join(VARIANTS)}=json")
+    parser.add_argument("--per-class", required=True, metavar="csv")
     args = parser.parse_args(argv)
-    params, base, runtime = setup_stage(args)
+    metrics = dict(args.metric)
+    if set(metrics) - set(VARIANTS):
+        parser.error(f"--metric figures must be among {VARIANTS}")
+    params, _, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
     crf = CRFConfig.from_params(params.get("crf"))
-    model, _, class_names = load_deeplab(args.model, runtime.device)
     val = SegmentationDataset(open_dataset(data, data.val_split, args.data_root), GT_LABELS)
-    if tuple(val.class_names) != class_names:
-        raise DataError(args.model, f"model classes {class_names} differ from the dataset's {val.class_names}")
-    results = evaluate_deeplab(model, val, crf, runtime.device, runtime.workers)
-    write_json(args.metrics_json, {name: cm.miou() for name, cm in results.items()})
-    write_per_class_csv(results, class_names, args.per_class_csv)
+    results = {}
+    for name, path in args.models:
+        model, _, class_names = load_deeplab(path, runtime.device)
+        if tuple(val.class_names) != class_names:
+            raise DataError(path, f"model classes {class_names} differ from the dataset's {val.class_names}")
+        results[name] = evaluate_deeplab(model, val, crf, runtime.device, runtime.workers)
+    for figure, path in metrics.items():
+        write_json(path, {name: res[figure].miou() for name, res in results.items()})
+    per_class = {f"{name}{'' if v == 'miou' else '_crf'}": res[v] for name, res in results.items() for v in VARIANTS}
+    write_per_class_csv(per_class, val.class_names, args.per_class)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ def test_seed_check_counts_by_hand():
     # seeds: nodes 0-3; wrong: node 1; removed: nodes 1, 2 -> one of the two removed was wrong
     assert (counts.seeds, counts.seeds_wrong, counts.removed, counts.removed_wrong) == (4, 1, 2, 1)
     summary = counts.summary()
-    assert summary["removed_wrong"] == 0.5 and summary["seed_error_before"] == 0.25
-    assert summary["seed_error_after"] == 0.0 and summary["removed_per_image"] == 2
+    assert summary["removed_wrong"] == 0.5 and summary["seed_err"] == 0.25
+    assert summary["seed_err_kept"] == 0.0 and summary["removed"] == 2
 
 
 class _Dataset:

@@ -55,10 +55,10 @@ class SeedCheckCounts:
         error rate before and after the check (all seeds vs the kept ones)."""
         kept = self.seeds - self.removed
         return {
-            "removed_per_image": self.removed / max(self.images, 1),
-            "removed_wrong": self.removed_wrong / max(self.removed, 1),
-            "seed_error_before": self.seeds_wrong / max(self.seeds, 1),
-            "seed_error_after": (self.seeds_wrong - self.removed_wrong) / max(kept, 1),
+            "removed": self.removed / max(self.images, 1),  # per image
+            "removed_wrong": self.removed_wrong / max(self.removed, 1),  # share of the removed
+            "seed_err": self.seeds_wrong / max(self.seeds, 1),  # before the check
+            "seed_err_kept": (self.seeds_wrong - self.removed_wrong) / max(kept, 1),  # after it
         }
 
 

@@ -14,10 +14,9 @@ from a2gnn.segmentation.deeplab import (
     predict_probs,
     save_deeplab,
     train_deeplab,
-    write_per_class_csv,
 )
 
 __all__ = [
     "ASPP", "DeepLab", "DeepLabConfig", "build_deeplab", "evaluate_deeplab", "load_deeplab", "predict_probs",
-    "save_deeplab", "train_deeplab", "write_per_class_csv",
+    "save_deeplab", "train_deeplab",
 ]

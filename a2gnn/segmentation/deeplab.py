@@ -49,7 +49,7 @@ from a2gnn.config import Config, ConfigError
 from a2gnn.crf import CRFConfig, crf_labels_job
 from a2gnn.datasets.segmentation import SegmentationDataset
 from a2gnn.evaluation import ConfusionMatrix
-from a2gnn.io import IGNORE_INDEX, DataError, atomic_file, load_torch, save_torch
+from a2gnn.io import IGNORE_INDEX, DataError, load_torch, save_torch
 from a2gnn.parallel import parallel_map
 from a2gnn.training import OPTIMIZERS, Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint
 from a2gnn.training import param_groups
@@ -268,14 +268,3 @@ def load_deeplab(path: os.PathLike | str, device: str = "cpu") -> tuple[DeepLab,
         raise DataError(path, f"weights do not fit the stored architecture ({exc})") from exc
     return model.to(device).eval(), cfg, class_names
 
-
-def write_per_class_csv(
-    results: dict[str, ConfusionMatrix], class_names: typing.Sequence[str], path: os.PathLike | str
-) -> None:
-    """One row per class, one per-class IoU column per entry of ``results`` (a DVC plot); atomic."""
-    ious = {name: cm.iou() for name, cm in results.items()}
-    rows = ["class," + ",".join(results)]
-    for k, cls in enumerate(class_names):
-        rows.append(cls + "," + ",".join("" if np.isnan(v[k]) else f"{v[k]:.4f}" for v in ious.values()))
-    with atomic_file(path) as tmp:
-        tmp.write_text("\n".join(rows) + "\n")
