@@ -1,14 +1,18 @@
-"""Evaluate a trained Mask R-CNN on the val split: mask AP (Table 2 mAP^r at IoU 0.5/0.7/0.75, Table 3 COCO AP,
-AP_S/M/L) and box AP against the ground-truth instance masks.
+"""Evaluate trained Mask R-CNNs on the val split against the ground-truth instance masks (paper Tables 2-3).
 
-    python stages/evaluate_maskrcnn.py <data_root> <model.pth> <metrics_json> [--params params.yaml]
+    python stages/evaluate_maskrcnn.py <data_root> <name>=<model.pth> [...] --metric <figure>=<json> [...]
+        --table <csv>
 
-<metrics_json> (DVC metric): {"mask": {ap, ap50, ap70, ap75, ap_s, ap_m, ap_l}, "box": {ap, ap50, ap70, ap75}},
-fractions in [0, 1] (-1: no val object of that size). Params: dataset.
+Figures (fractions in [0, 1]; -1: no val object of that size): ``ap50``, ``ap70``, ``ap75`` (mask mAP^r at those
+IoUs, Table 2), ``ap``, ``ap_s``, ``ap_m``, ``ap_l`` (COCO mask AP, Table 3), and ``box_ap``, ``box_ap50``, ... for
+boxes. Each ``--metric`` JSON holds ``{name: value}`` (e.g. the model trained on the pseudo instances and the one
+trained on ground truth, the upper bound): one row of ``dvc metrics show`` per figure, one column per model.
+``--table``: every figure of every model (a CSV plot).
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -18,26 +22,51 @@ from a2gnn.datasets import open_dataset
 from a2gnn.instance.coco_eval import instance_metrics
 from a2gnn.instance.maskrcnn import dataset_records, load_maskrcnn, predict, register_instances, write_gt_instances
 from a2gnn.instance.pseudo_instances import image_root
-from a2gnn.io import DataError, write_json
+from a2gnn.io import DataError, atomic_file, write_json
+
+
+def named(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected <name>=<path>, got {text!r}")
+    return name, value
+
+
+def flat(metrics: dict) -> dict[str, float]:
+    """{"mask": {ap50: ..}, "box": {ap50: ..}} -> {"ap50": .., "box_ap50": ..}."""
+    return {**metrics["mask"], **{f"box_{k}": v for k, v in metrics["box"].items()}}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
-    for name in ("data_root", "model", "metrics_json"):
-        parser.add_argument(name)
+    parser.add_argument("data_root")
+    parser.add_argument("models", nargs="+", type=named, metavar="name=model.pth")
+    parser.add_argument("--metric", action="append", type=named, required=True, metavar="figure=json")
+    parser.add_argument("--table", required=True, metavar="csv")
     args = parser.parse_args(argv)
-    params, base, runtime = setup_stage(args)
+    params, _, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
-    model, d2, classes = load_maskrcnn(args.model, runtime.device)
     val = open_dataset(data, data.val_split, args.data_root)
-    if list(val.class_names[1:]) != classes:
-        raise DataError(args.model, f"model classes {classes} differ from the dataset's {list(val.class_names[1:])}")
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         gt_json = Path(tmp) / "val_gt.json"
         write_gt_instances(val, gt_json)
         register_instances("a2gnn_val", gt_json, image_root(val))
-        results = predict(model, d2, dataset_records("a2gnn_val", keep_empty=True))
-        write_json(args.metrics_json, instance_metrics(gt_json, results))
+        for name, path in args.models:
+            model, d2, classes = load_maskrcnn(path, runtime.device)
+            if list(val.class_names[1:]) != classes:
+                raise DataError(path, f"model classes {classes} differ from the dataset's {list(val.class_names[1:])}")
+            predictions = predict(model, d2, dataset_records("a2gnn_val", keep_empty=True))
+            results[name] = flat(instance_metrics(gt_json, predictions))
+    figures = list(next(iter(results.values())))
+    for figure, path in args.metric:
+        if figure not in figures:
+            parser.error(f"--metric {figure}: not one of {figures}")
+        write_json(path, {name: values[figure] for name, values in results.items()})
+    rows = ["name," + ",".join(figures)]
+    rows += [name + "," + ",".join(f"{values[f]:.4f}" for f in figures) for name, values in results.items()]
+    with atomic_file(args.table) as tmp_csv:
+        tmp_csv.write_text("\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -230,12 +230,17 @@ def test_stages_train_and_evaluate(tiny_voc, tmp_path):
     assert model.read_bytes() == again.read_bytes()  # deterministic, byte-stable weights file
     assert model.is_file() and not list(ckpt.glob("model_*.pth"))  # checkpoint cleared after success
     assert (live / "plots" / "metrics" / "train_maskrcnn" / "loss.tsv").is_file()
-    metrics = tmp_path / "metrics" / "instance.json"
-    load_stage("evaluate_maskrcnn").main([str(tiny_voc), str(model), str(metrics), *common])
-    found = json.loads(metrics.read_text())
-    assert set(found["mask"]) == {"ap", "ap50", "ap70", "ap75", "ap_s", "ap_m", "ap_l"}
-    assert set(found["box"]) == {"ap", "ap50", "ap70", "ap75"}
-    assert all(-1 <= v <= 1 for part in found.values() for v in part.values())
+    out = tmp_path / "metrics"
+    load_stage("evaluate_maskrcnn").main([str(tiny_voc), f"a={model}", f"b={again}", "--metric", f"ap50={out / 'ap50.json'}",
+                                          "--metric", f"box_ap={out / 'box_ap.json'}", "--table", str(out / "t.csv"),
+                                          *common])
+    ap50 = json.loads((out / "ap50.json").read_text())
+    assert set(ap50) == {"a", "b"} and ap50["a"] == ap50["b"] and -1 <= ap50["a"] <= 1  # same weights, same AP
+    assert set(json.loads((out / "box_ap.json").read_text())) == {"a", "b"}
+    rows = [r.split(",") for r in (out / "t.csv").read_text().splitlines()]
+    assert rows[0] == ["name", "ap", "ap50", "ap70", "ap75", "ap_s", "ap_m", "ap_l",
+                       "box_ap", "box_ap50", "box_ap70", "box_ap75"]
+    assert [r[0] for r in rows[1:]] == ["a", "b"] and all(-1 <= float(v) <= 1 for r in rows[1:] for v in r[1:])
 
 
 def test_train_stage_missing_json_names_it(tiny_voc, tmp_path):

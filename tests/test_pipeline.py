@@ -101,6 +101,10 @@ def test_repro_runs_every_stage_and_the_method_works(repo):
     assert miou["a2gnn"] >= TINY_FLOOR, miou
     checks = json.loads((repo / "metrics" / "consistency.json").read_text())
     assert 0.0 <= checks["removed_wrong"] <= 1.0
+    deeplab = json.loads((repo / "metrics" / "deeplab_miou_crf.json").read_text())
+    assert set(deeplab) == {"a2gnn", "gt"}
+    for figure in ("ap50", "ap70", "ap75"):
+        assert set(json.loads((repo / "metrics" / f"instance_{figure}.json").read_text())) == {"a2gnn", "gt"}
 
 
 def dvc_status_stages(repo: Path) -> set[str]:
