@@ -1,0 +1,103 @@
+"""Qualitative figure like the paper's Fig. 6: image, ground truth, pseudo label, DeepLab, Mask R-CNN per row.
+
+    python stages/figure.py <data_root> --out <png> [--split train] [--n 6] [--labels <dir>]
+        [--deeplab <model.pt>] [--maskrcnn <model.pth>] [--params params.yaml]
+
+Rows: the first ``--n`` ids of ``--split`` (its list order, so the same images every run). Columns: the image
+and its ground truth always; ``--labels``: the label PNGs ``<dir>/<id>.png`` (the A²GNN pseudo labels,
+``outputs/pseudo_labels``, exist for the train split only); ``--deeplab``: the arg-max DeepLab prediction;
+``--maskrcnn``: the Mask R-CNN instances of score >= ``--min-score`` (0.5), each a distinct colour, outlined,
+over the image. Label maps use the VOC palette of the label PNGs. Everything is shown at the size the dataset
+presents (``dataset.max_side``); pseudo labels written at the original resolution are resized to it (nearest).
+The PNG's bytes depend only on the inputs (no metadata). Params: base, dataset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
+from a2gnn.config import DatasetConfig
+from a2gnn.datasets import open_dataset
+from a2gnn.datasets.resize import resize_label
+from a2gnn.figures import assemble_grid, colourise, overlay_instances, write_png
+from a2gnn.io import DataError, read_label
+
+
+def maskrcnn_masks(model, d2, image: np.ndarray, min_score: float) -> list[np.ndarray]:
+    """Instance masks ((H, W) bool, at the image's size) of score >= ``min_score`` of one RGB image, in order of
+    increasing score (so the most confident instance is drawn last, on top). Pre-processing as detectron2's
+    ``DefaultPredictor``: the test-time shortest-edge resize, channels in ``INPUT.FORMAT`` order."""
+    import torch
+    from detectron2.data import transforms as T
+
+    height, width = image.shape[:2]
+    pixels = image if d2.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
+    resize = T.ResizeShortestEdge([d2.INPUT.MIN_SIZE_TEST, d2.INPUT.MIN_SIZE_TEST], d2.INPUT.MAX_SIZE_TEST)
+    pixels = resize.get_transform(pixels).apply_image(np.ascontiguousarray(pixels))
+    tensor = torch.as_tensor(pixels.astype("float32").transpose(2, 0, 1))
+    with torch.no_grad():
+        out = model([{"image": tensor, "height": height, "width": width}])[0]["instances"].to("cpu")
+    scores = out.scores.numpy()
+    keep = [k for k in np.argsort(scores, kind="stable") if scores[k] >= min_score]
+    return [out.pred_masks[k].numpy().astype(bool) for k in keep]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("data_root")
+    parser.add_argument("--out", required=True, metavar="png")
+    parser.add_argument("--split", default="train", help="split whose first --n ids are shown (default: train)")
+    parser.add_argument("--n", type=int, default=6, help="number of images / rows (default: 6)")
+    parser.add_argument("--labels", metavar="dir", help="label PNGs <dir>/<id>.png (the A2GNN pseudo labels)")
+    parser.add_argument("--deeplab", metavar="model.pt", help="trained DeepLab (stages/train_deeplab.py)")
+    parser.add_argument("--maskrcnn", metavar="model.pth", help="trained Mask R-CNN (stages/train_maskrcnn.py)")
+    parser.add_argument("--min-score", type=float, default=0.5, help="Mask R-CNN score threshold (default: 0.5)")
+    parser.add_argument("--cell", type=int, default=160, help="cell size in pixels (default: 160)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be at least 1")
+    params, _, runtime = setup_stage(args)
+    data = DatasetConfig.from_params(params.get("dataset"))
+    dataset = open_dataset(data, args.split, args.data_root)
+    ids = list(dataset.ids)[: args.n]
+
+    titles, nearest = ["image", "ground truth"], [False, True]
+    deeplab = maskrcnn = None
+    if args.labels:
+        titles.append("A2GNN pseudo label")
+        nearest.append(True)
+    if args.deeplab:
+        from a2gnn.segmentation import load_deeplab, predict_probs
+
+        deeplab, _, class_names = load_deeplab(args.deeplab, runtime.device)
+        if tuple(class_names) != tuple(dataset.class_names):
+            raise DataError(args.deeplab, f"model classes {class_names} differ from the dataset's {dataset.class_names}")
+        titles.append("DeepLab")
+        nearest.append(True)
+    if args.maskrcnn:
+        from a2gnn.instance.maskrcnn import load_maskrcnn
+
+        maskrcnn, d2, classes = load_maskrcnn(args.maskrcnn, runtime.device)
+        if list(classes) != list(dataset.class_names[1:]):
+            raise DataError(args.maskrcnn, f"model classes {classes} differ from the dataset's {list(dataset.class_names[1:])}")
+        titles.append("Mask R-CNN")
+        nearest.append(False)
+
+    rows = []
+    for image_id in progress(ids, desc="figure", total=len(ids)):
+        image = dataset.image(image_id)
+        size = image.shape[:2]
+        row = [image, colourise(resize_label(dataset.semantic_gt(image_id), size))]
+        if args.labels:
+            row.append(colourise(resize_label(read_label(f"{args.labels}/{image_id}.png"), size)))
+        if deeplab is not None:
+            row.append(colourise(predict_probs(deeplab, image, runtime.device).argmax(axis=0).astype(np.uint8)))
+        if maskrcnn is not None:
+            row.append(overlay_instances(image, maskrcnn_masks(maskrcnn, d2, image, args.min_score)))
+        rows.append(row)
+    write_png(args.out, assemble_grid(rows, titles, (args.cell, args.cell), captions=ids, nearest=nearest))
+
+
+if __name__ == "__main__":
+    run_stage(main)
