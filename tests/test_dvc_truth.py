@@ -86,7 +86,8 @@ def _all_configs() -> list[type[Config]]:
     found, frontier = [], list(Config.__subclasses__())
     while frontier:
         cls = frontier.pop()
-        found.append(cls)
+        if cls.__module__.startswith("a2gnn."):  # not the configs tests define
+            found.append(cls)
         frontier.extend(cls.__subclasses__())
     return sorted(found, key=lambda c: c.SECTION)
 
