@@ -61,15 +61,18 @@ def param_groups(
     """Parameter groups: everything not in ``head`` at ``lr``, then ``head`` at ``lr * head_lr_mult``.
 
     Without ``head`` it is one group of all parameters. Order inside a group is ``model.parameters()``'s.
+    Parameters that do not require gradients (a frozen backbone) are left out.
     """
+    trained = [p for p in model.parameters() if p.requires_grad]
     if head is None:
-        return [{"params": list(model.parameters()), "lr": lr}]
-    head = list(head)
+        return [{"params": trained, "lr": lr}]
+    head = [p for p in head if p.requires_grad]
     ids = {id(p) for p in head}
-    return [
-        {"params": [p for p in model.parameters() if id(p) not in ids], "lr": lr},
+    groups = [
+        {"params": [p for p in trained if id(p) not in ids], "lr": lr},
         {"params": head, "lr": lr * head_lr_mult},
     ]
+    return [g for g in groups if g["params"]]
 
 
 def build_optimizer(

@@ -292,3 +292,30 @@ def test_frozen_bn_generic_for_the_resnet_family(tmp_path):
     with torch.no_grad():
         taps = frozen.train()(torch.randn(1, 3, 16, 16))
     assert taps[2].shape == (1, 64, 2, 2)
+
+
+def test_fixed_backbone_gives_the_same_taps_without_gradients():
+    """trainable: false -> no parameter trains, the taps equal the fine-tunable network's and carry no graph,
+    and the optimizer groups hold only the layers on top."""
+    from a2gnn.training import param_groups
+
+    base = dict(name="efficientnet_lite0", stride=16, norm="frozen_bn", weights="imagenet")
+    fixed = build_backbone(BackboneConfig(**base, trainable=False)).eval()
+    tuned = build_backbone(BackboneConfig(**base)).eval()
+    x = torch.randn(1, 3, 64, 64, requires_grad=True)
+    fixed_taps, tuned_taps = fixed(x), tuned(x)
+    assert not any(p.requires_grad for p in fixed.parameters())
+    assert all(t.grad_fn is None for t in fixed_taps) and all(t.grad_fn is not None for t in tuned_taps)
+    for a, b in zip(fixed_taps, tuned_taps):
+        torch.testing.assert_close(a, b)
+    head = torch.nn.Conv2d(fixed.tap_channels[2], 2, 1)
+    model = torch.nn.ModuleDict({"backbone": fixed, "head": head})
+    groups = param_groups(model, 0.1, head.parameters(), 10.0)
+    assert [len(g["params"]) for g in groups] == [2] and groups[0]["lr"] == pytest.approx(1.0)
+
+
+def test_fixed_backbone_needs_weights_and_frozen_norm():
+    with pytest.raises(ConfigError, match="trainable"):
+        BackboneConfig.from_params({"name": "small", "trainable": False})
+    with pytest.raises(ConfigError, match="trainable"):
+        BackboneConfig.from_params({"name": "efficientnet_lite0", "norm": "bn", "weights": "imagenet", "trainable": False})

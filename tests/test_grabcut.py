@@ -141,3 +141,21 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="iterations"):
         GrabCutConfig.from_params({"iterations": 0})
     assert GrabCutConfig.from_params({}) == GrabCutConfig(iterations=5, min_box_iou=0.15)
+
+
+def test_job_on_a_large_photo_works_at_the_size_the_stages_see(tmp_path):
+    """dataset.max_side: the worker reads the full photo and shrinks it to the (resized) annotation's size, so
+    M_B lines up with the CAM and the graphs; same result as GrabCut on the shrunk image directly."""
+    from PIL import Image
+
+    from a2gnn.datasets.resize import resize_image
+    from a2gnn.io import read_label
+
+    big, disc = disc_image(size=160, centre=(80, 72), radius=36)
+    Image.fromarray(big).save(tmp_path / "photo.png")
+    ann = Annotation("a", 80, 80, (Box(20, 22, 58, 60, label=1),))  # the box of the 2x-shrunk image
+    gc.run_box_seed_job(gc.BoxSeedJob(tmp_path / "photo.png", ann, seed=3), CFG, tmp_path / "out")
+    m_b = read_label(tmp_path / "out" / "a.png")
+    expected = box_seeds(resize_image(big, (80, 80)), ann, CFG, 3)
+    assert m_b.shape == (80, 80) and np.array_equal(m_b, expected)
+    assert (m_b[disc[::2, ::2]] == 1).mean() > 0.8

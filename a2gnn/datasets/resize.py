@@ -55,6 +55,13 @@ def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-interpolated resize of an (H, W, 3) image to ``size`` = (H', W') (returned as is if already that size)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
 class ResizedDataset:
     """A reader (VOC, COCO) whose images are at most ``max_side`` pixels long; ``original`` is the wrapped reader."""
 
@@ -88,11 +95,7 @@ class ResizedDataset:
         return scaled_size(*self.original_size(image_id), self.max_side)
 
     def image(self, image_id: str) -> np.ndarray:
-        image = self.original.image(image_id)
-        height, width = self.size(image_id)
-        if image.shape[:2] == (height, width):
-            return image
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return resize_image(self.original.image(image_id), self.size(image_id))
 
     def annotation(self, image_id: str) -> Annotation:
         ann = self.original.annotation(image_id)
@@ -111,6 +114,11 @@ class ResizedDataset:
 
     def validate(self) -> None:
         self.original.validate()
+
+
+def unwrap(dataset):
+    """The reader at the original resolution (the dataset itself unless it is a :class:`ResizedDataset`)."""
+    return dataset.original if isinstance(dataset, ResizedDataset) else dataset
 
 
 def to_original(dataset, image_id: str, label: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ from a2gnn.config import Config
 from a2gnn.datasets.coco import CocoImage, CocoInstance, write_coco_instances
 from a2gnn.datasets.voc import Box
 from a2gnn.io import DataError, read_label
-from a2gnn.seeds.grabcut import box_mask, box_owner_map
+from a2gnn.boxes import box_mask, box_owner_map
 
 log = logging.getLogger(__name__)
 

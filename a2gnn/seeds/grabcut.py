@@ -44,12 +44,12 @@ import cv2
 import numpy as np
 
 from a2gnn.config import Config
+from a2gnn.datasets.resize import resize_image
 from a2gnn.datasets.voc import Annotation, Box, VOCDataset
+from a2gnn.boxes import BACKGROUND, box_mask, box_owner_map, box_union_mask, paint_order  # noqa: F401  (re-exported)
 from a2gnn.io import IGNORE_INDEX, read_image, write_label
 from a2gnn.parallel import parallel_map
 
-BACKGROUND = 0
-"""Class index of the background c_0."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,42 +70,6 @@ class GrabCutConfig(Config):
 def image_seed(base_seed: int, image_id: str) -> int:
     """Per-image RNG seed: stable across runs, processes and split orderings (CRC32 of the id)."""
     return (base_seed + zlib.crc32(image_id.encode("utf-8"))) % (2**31 - 1)
-
-
-def box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels of one box B_k. Shapes: -> (H, W) bool."""
-    mask = np.zeros(shape, dtype=bool)
-    mask[box.y1 : box.y2, box.x1 : box.x2] = True
-    return mask
-
-
-def box_union_mask(boxes: Sequence[Box], shape: tuple[int, int]) -> np.ndarray:
-    """The set B = union of all boxes (Eq. 3-4). Shapes: -> (H, W) bool."""
-    mask = np.zeros(shape, dtype=bool)
-    for box in boxes:
-        mask[box.y1 : box.y2, box.x1 : box.x2] = True
-    return mask
-
-
-def paint_order(boxes: Sequence[Box]) -> list[int]:
-    """Box indices from the largest area to the smallest (stable: equal areas keep annotation order).
-
-    Painting in this order lets smaller boxes overwrite larger ones (the overlap rule of Eq. 3).
-    """
-    return sorted(range(len(boxes)), key=lambda k: -boxes[k].area)
-
-
-def box_owner_map(boxes: Sequence[Box], shape: tuple[int, int]) -> np.ndarray:
-    """For each pixel, the index of the smallest box containing it (-1 outside every box).
-
-    Ties in area go to the later box of the annotation, as in :func:`compose_box_seeds`.
-    Shapes: -> (H, W) int64.
-    """
-    owner = np.full(shape, -1, dtype=np.int64)
-    for k in paint_order(boxes):
-        box = boxes[k]
-        owner[box.y1 : box.y2, box.x1 : box.x2] = k
-    return owner
 
 
 def run_grabcut(image: np.ndarray, box: Box, iterations: int, seed: int) -> np.ndarray:
@@ -218,6 +182,8 @@ def write_box_seeds(jobs: Sequence[BoxSeedJob], cfg: GrabCutConfig, out_dir: Pat
 def run_box_seed_job(job: BoxSeedJob, cfg: GrabCutConfig, out_dir: Path) -> float:
     """Compute M_B for one validated image and write ``out_dir/<id>.png``; returns the seconds spent."""
     start = time.perf_counter()
-    m_b = box_seeds(read_image(job.image_path), job.annotation, cfg, job.seed)
+    # the annotation is the one the stages see: a photo larger than dataset.max_side is shrunk to its size
+    image = resize_image(read_image(job.image_path), (job.annotation.height, job.annotation.width))
+    m_b = box_seeds(image, job.annotation, cfg, job.seed)
     write_label(Path(out_dir) / f"{job.annotation.image_id}.png", m_b)
     return time.perf_counter() - start
