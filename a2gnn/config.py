@@ -139,9 +139,11 @@ class BaseConfig(Config):
 class RuntimeConfig(Config):
     """``runtime`` section: how fast, not what. No stage lists it as a DVC param dependency.
 
-    Changing any of these leaves every output byte-identical (tested), with one caveat: torch's CPU
-    kernels may reduce floats in a thread-count-dependent order, so ``torch_threads`` is pinned in
-    params.yaml and the committed ``dvc.lock`` is byte-reproducible at that value (see README).
+    Changing any of these leaves every output byte-identical (tested), with two caveats: torch's CPU
+    kernels may reduce floats in a thread-count-dependent order, and ``train_processes`` splits each batch
+    over processes (different round-off, per-process BatchNorm statistics), so ``torch_threads`` and
+    ``train_processes`` are pinned in params.yaml and the committed ``dvc.lock`` is byte-reproducible at
+    those values (see README).
     """
 
     SECTION: typing.ClassVar[str] = "runtime"
@@ -150,6 +152,7 @@ class RuntimeConfig(Config):
     torch_threads: int = 1  # torch intra-op threads (0 = torch's default: all cores)
     gnn_batch_images: int = 16  # images whose A²GNNs are optimised together (stacked per-image parameters)
     chunk_images: int = 200  # images whose graphs are held in memory at once (bounds memory at VOC scale)
+    train_processes: int = 2  # data-parallel processes of the training stages (DDP; one per GPU on a lab machine)
 
     def validate(self) -> None:
         self.check(self.workers >= 0, "workers", ">= 0")
@@ -157,6 +160,7 @@ class RuntimeConfig(Config):
         self.check(self.device == "cpu" or self.device.startswith("cuda"), "device", "'cpu' or 'cuda[:N]'")
         self.check(self.gnn_batch_images >= 1, "gnn_batch_images", ">= 1")
         self.check(self.chunk_images >= 1, "chunk_images", ">= 1")
+        self.check(self.train_processes >= 1, "train_processes", ">= 1")
 
 
 DATASET_FORMATS = ("voc", "coco")

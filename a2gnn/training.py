@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from a2gnn import distributed
 from a2gnn.io import load_torch, save_torch
 
 log = logging.getLogger(__name__)
@@ -232,8 +233,8 @@ class Checkpointer:
         generators: Mapping[str, np.random.Generator] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write the state after ``epoch`` finished epochs (atomic)."""
-        if self.directory is None:
+        """Write the state after ``epoch`` finished epochs (atomic; rank 0 only when several processes train)."""
+        if self.directory is None or not distributed.is_main():
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         ignore = self.directory.parent / ".gitignore"

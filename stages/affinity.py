@@ -4,17 +4,17 @@
 
 <seed_dir> holds <id>.png seed maps for the train split (outputs/seeds/M_g; M_F for Table 4(e)).
 Params: base, dataset, affinity. An interrupted training resumes from checkpoints/affinity/ (not a DVC output).
+Trains on ``runtime.train_processes`` data-parallel processes (:mod:`a2gnn.distributed`).
 """
 
 from __future__ import annotations
 
-import logging
-
-from a2gnn.affinity.train import AffinityConfig, save_affinity, train_affinity
+from a2gnn import distributed
+from a2gnn.affinity.train import AffinityConfig, AffinityJob, check_seed_files, run_affinity_job
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets import open_dataset
-from a2gnn.training import checkpoint_dir, clear_checkpoint
+from a2gnn.training import checkpoint_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,12 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
-    cfg = AffinityConfig.from_params(params.get("affinity"))
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    dataset = open_dataset(data, data.train_split, args.data_root)
-    model = train_affinity(dataset, args.seed_dir, cfg, runtime.device, base.seed, checkpoint_dir=args.checkpoints)
-    save_affinity(model, cfg, cfg.epochs, args.out_model)
-    clear_checkpoint(args.checkpoints)
+    job = AffinityJob(args.data_root, args.seed_dir, args.out_model, args.checkpoints, data,
+                      AffinityConfig.from_params(params.get("affinity")), base.seed, runtime.device)
+    check_seed_files(open_dataset(data, data.train_split, args.data_root), args.seed_dir)  # fail early and clearly
+    distributed.launch(run_affinity_job, runtime.train_processes, runtime.device, job, threads=runtime.torch_threads)
 
 
 if __name__ == "__main__":

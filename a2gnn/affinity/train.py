@@ -44,6 +44,7 @@ from a2gnn.config import Config, ConfigError
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import IGNORE_INDEX, DataError, load_torch, read_label, save_torch
 from a2gnn.neighbours import neighbour_gather, neighbour_valid, radius_offsets
+from a2gnn import distributed
 from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_files, fingerprint, param_groups
 from a2gnn.transforms import crop_window, paste_window
 
@@ -268,23 +269,36 @@ def fit_affinity(
             batch = make_batch(
                 [load_pair(int(i)) for i in idx], rng, cfg.crop_size, model.stride, cfg.flip, cfg.label_downsample
             )
-            batch = AffinityBatch(*(t.to(device) for t in batch))
+            share = distributed.rank_share(range(len(idx)))  # several processes: this rank's part of the batch
             schedule.apply()
-            loss, terms = affinity_batch_loss(model, batch, cfg)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if share:
+                loss, terms = affinity_batch_loss(model, AffinityBatch(*(t[share].to(device) for t in batch)), cfg)
+                loss.backward()
+                recent.append(terms)
+            # mean over ranks weighted by their share of the images (L_Aff averages pairs: close to the one-process
+            # gradient, equal to it when every image contributes as many pairs)
+            distributed.average_gradients(model, len(share) / len(idx))
             optimizer.step()
             schedule.step()
-            recent.append(terms)
         history.extend(recent)
         log.info(
             "affinity step %d/%d: L_Aff %.4f (L_Ac %.4f, L_Ar %.4f)", schedule.last_step, total,
             *(float(np.mean([t[k] for t in recent])) for k in ("loss", "l_ac", "l_ar")),
         )
+        distributed.broadcast_buffers(model)  # BatchNorm statistics: rank 0's on every rank (what gets saved)
         ckpt.save(epoch + 1, model, optimizer, schedule, {"rng": rng})
         if on_epoch is not None:
             on_epoch(epoch, float(np.mean([t["loss"] for t in recent])))
     return history
+
+
+def check_seed_files(dataset: VOCDataset, seed_dir: os.PathLike | str) -> None:
+    """DataError naming the first image of ``dataset`` whose ``seed_dir/<id>.png`` is missing."""
+    for image_id in dataset.ids:
+        path = Path(seed_dir) / f"{image_id}.png"
+        if not path.is_file():
+            raise DataError(path, "seed map is missing")
 
 
 def train_affinity(
@@ -302,10 +316,7 @@ def train_affinity(
     config, seed, image files and seed files (:mod:`a2gnn.training`).
     """
     ids = list(dataset.ids)
-    for image_id in ids:
-        path = Path(seed_dir) / f"{image_id}.png"
-        if not path.is_file():
-            raise DataError(path, "seed map is missing")
+    check_seed_files(dataset, seed_dir)
     torch.manual_seed(seed)
     model = build_affinity_net(cfg)
     run_id = None
@@ -317,6 +328,34 @@ def train_affinity(
         checkpoint_dir=checkpoint_dir, run_id=run_id,
     )
     return model.eval()
+
+
+@dataclasses.dataclass(frozen=True)
+class AffinityJob:
+    """Everything one rank of the ``affinity`` stage needs (picklable: sent to spawned processes)."""
+
+    data_root: str
+    seed_dir: str
+    out_model: str
+    checkpoints: str
+    dataset: typing.Any  # a2gnn.config.DatasetConfig
+    cfg: AffinityConfig
+    seed: int
+    device: str
+
+
+def run_affinity_job(job: AffinityJob) -> None:
+    """One rank of the stage: train; rank 0 saves the model and clears the resumable checkpoint. Run it through
+    :func:`a2gnn.distributed.launch`."""
+    from a2gnn.datasets import open_dataset
+    from a2gnn.training import clear_checkpoint
+
+    logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.WARNING, format="%(message)s")
+    dataset = open_dataset(job.dataset, job.dataset.train_split, job.data_root)
+    model = train_affinity(dataset, job.seed_dir, job.cfg, job.device, job.seed, checkpoint_dir=job.checkpoints)
+    if distributed.is_main():
+        save_affinity(model, job.cfg, job.cfg.epochs, job.out_model)
+        clear_checkpoint(job.checkpoints)
 
 
 # --------------------------------------------------------------------------------------------------------------

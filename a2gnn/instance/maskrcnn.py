@@ -47,6 +47,7 @@ import torch
 from a2gnn.config import Config
 from a2gnn.datasets.coco import CocoInstance, encode_mask, voc_to_coco, write_coco_instances
 from a2gnn.io import DataError, load_torch, save_torch
+from a2gnn import distributed
 from a2gnn.training import checkpoint_dir, fingerprint
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,10 @@ def train_maskrcnn(
     ``log_fn(iteration, {loss, loss_cls, ..., lr})`` gets the losses averaged over the last ``log_period``
     iterations. ``checkpoints``: resume folder (None: no checkpoints). ``stop_after``: stop after this many
     iterations in total (tests simulate an interruption with it).
+
+    Under :func:`a2gnn.distributed.launch` every rank calls this: each computes its share of every batch
+    (same samples and augmentations as one process), DDP averages the gradients, rank 0 alone logs
+    (``log_fn``) and writes checkpoints.
     """
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetMapper
@@ -294,7 +299,7 @@ def train_maskrcnn(
     from detectron2.utils.events import EventStorage
 
     d2 = build_d2_config(cfg, len(class_names), device, seed)
-    torch.manual_seed(derived_seed(seed, 1 << 30))  # initial weights
+    torch.manual_seed(derived_seed(seed, 1 << 30))  # initial weights (the same on every rank)
     model = build_model(d2)
     optimizer = build_optimizer(d2, model)
     scheduler = build_lr_scheduler(d2, optimizer)
@@ -302,8 +307,11 @@ def train_maskrcnn(
     if checkpoints is not None:
         directory = Path(checkpoints)
         run = fingerprint(config=cfg.to_dict(), seed=seed, classes=list(class_names), records=list(records))
-        _prepare_checkpoints(directory, run)
-        ckpt = DetectionCheckpointer(model, str(directory), optimizer=optimizer, scheduler=scheduler)
+        if distributed.is_main():
+            _prepare_checkpoints(directory, run)
+        distributed.barrier()
+        ckpt = DetectionCheckpointer(model, str(directory), optimizer=optimizer, scheduler=scheduler,
+                                     save_to_disk=distributed.is_main())
         start = int(ckpt.resume_or_load(d2.MODEL.WEIGHTS, resume=True).get("iteration", -1)) + 1
         if start:
             log.info("%s: resuming at iteration %d", directory, start)
@@ -314,15 +322,17 @@ def train_maskrcnn(
     sums: dict[str, float] = {}
     summed = 0
     model.train()
+    net = distributed.wrap_ddp(model)  # several processes: each takes its share of the batch, gradients averaged
+    sampling_seed = (seed,) if distributed.world_size() == 1 else (seed, distributed.rank())
     with EventStorage(start) as storage:
         for it in range(start, end):
             storage.iter = it
             batch = []
-            for pos, index in iteration_samples(seed, it, cfg.batch_size, len(records)):
+            for pos, index in distributed.rank_share(iteration_samples(seed, it, cfg.batch_size, len(records))):
                 np.random.seed(derived_seed(seed, pos, 1))  # detectron2 augmentations draw from np.random
                 batch.append(mapper(dict(records[index])))
-            torch.manual_seed(derived_seed(seed, it, 2))  # RPN / ROI sampling
-            losses = model(batch)
+            torch.manual_seed(derived_seed(*sampling_seed, it, 2))  # RPN / ROI sampling
+            losses = net(batch)
             total = sum(losses.values())
             if not torch.isfinite(total):
                 raise FloatingPointError(f"Mask R-CNN loss is {total.item()} at iteration {it}: {losses}")
@@ -335,17 +345,79 @@ def train_maskrcnn(
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             summed += 1
             done = it + 1
-            if log_fn is not None and (done % cfg.log_period == 0 or done == cfg.iterations):
-                log_fn(done, {**{k: v / summed for k, v in sums.items()}, "lr": lr})
+            if done % cfg.log_period == 0 or done == cfg.iterations:
+                logs = distributed.all_mean({k: v / summed for k, v in sums.items()})  # collective: every rank
+                if log_fn is not None and distributed.is_main():
+                    log_fn(done, {**logs, "lr": lr})
                 sums, summed = {}, 0
             if checkpoints is not None and (done % cfg.checkpoint_period == 0 or done == end):
                 name = f"model_{done:07d}"
                 ckpt.save(name, iteration=it)
-                for old in directory.glob("model_*.pth"):
-                    if old.stem != name:
-                        old.unlink()
+                if distributed.is_main():
+                    for old in directory.glob("model_*.pth"):
+                        if old.stem != name:
+                            old.unlink()
     model.eval()
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """Everything one rank of the ``train_maskrcnn`` stage needs (picklable: sent to spawned processes)."""
+
+    data_root: str
+    train_json: str  # COCO instances JSON of the train split, or GT
+    out_model: str
+    live_dir: str
+    checkpoints: str
+    dataset: Any  # a2gnn.config.DatasetConfig
+    cfg: MaskRCNNConfig
+    seed: int
+    device: str
+
+
+def train_records(job: TrainJob, name: str = "a2gnn_train") -> tuple[list[str], list[dict[str, Any]]]:
+    """Register the job's train split (pseudo or ground-truth instances) -> (class names, detectron2 records).
+
+    Raises DataError naming a missing or malformed JSON (called once in the launching process to fail early)."""
+    import tempfile
+
+    from a2gnn.datasets import open_dataset
+    from a2gnn.instance.pseudo_instances import image_root
+
+    train = open_dataset(job.dataset, job.dataset.train_split, job.data_root)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_json: os.PathLike | str = job.train_json
+        if train_json == GT:
+            train_json = Path(tmp) / "train_gt.json"
+            write_gt_instances(train, train_json)
+        classes = register_instances(name, train_json, image_root(train))
+        records = dataset_records(name)
+    return classes, records
+
+
+def run_train_job(job: TrainJob) -> None:
+    """One rank of the stage: train; rank 0 also logs the losses (dvclive), saves the weights and clears the
+    resumable checkpoint. Run it through :func:`a2gnn.distributed.launch`."""
+    logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.WARNING, format="%(message)s")
+    classes, records = train_records(job)
+    if not distributed.is_main():
+        train_maskrcnn(records, classes, job.cfg, job.device, job.seed, None, job.checkpoints)
+        return
+    from dvclive import Live
+
+    resume = (Path(job.checkpoints) / "last_checkpoint").is_file()  # curves continue only with the training
+    with Live(job.live_dir, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+
+        def log_losses(iteration: int, logs: dict[str, float]) -> None:
+            live.step = iteration
+            for name, value in logs.items():
+                live.log_metric(f"train_maskrcnn/{name}", value)
+            live.next_step()
+
+        model = train_maskrcnn(records, classes, job.cfg, job.device, job.seed, log_losses, job.checkpoints)
+    save_maskrcnn(job.out_model, model, job.cfg, classes, job.seed)
+    clear_checkpoints(job.checkpoints)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from a2gnn.crf import CRFConfig, dense_crf
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import IGNORE_INDEX, DataError, load_torch, save_torch, write_label
 from a2gnn.seeds.scores import load_cam_scores, save_cam_scores, with_background  # noqa: F401  (re-exported)
+from a2gnn import distributed
 from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint, param_groups
 
 CAM_EPS = 1e-5
@@ -270,29 +271,42 @@ def train_cam_model(
         losses = []
         for b in range(steps_per_epoch):
             batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            samples = [augment(images[i], cfg, rng) for i in batch]
-            x = torch.stack([s[0] for s in samples]).to(device)
-            valid = torch.stack([s[1] for s in samples]).to(device)
+            samples = [augment(images[i], cfg, rng) for i in batch]  # every rank draws the whole batch's crops
+            share = distributed.rank_share(range(len(batch)))  # ... and keeps its part (all of it in one process)
             schedule.apply()
-            target = targets[batch].to(device)
-            maps = model.class_maps(x)
-            loss = F.binary_cross_entropy_with_logits(masked_gap(maps, valid), target)
-            if cfg.equivariance_weight > 0:
-                size = [max(1, round(n * cfg.equivariance_scale)) for n in x.shape[2:]]
-                x_small = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-                valid_small = F.interpolate(valid, size=size, mode="area")
-                maps_small = model.class_maps(x_small)
-                loss = loss + F.binary_cross_entropy_with_logits(masked_gap(maps_small, valid_small), target)
-                loss = loss + cfg.equivariance_weight * equivariance_loss(maps, maps_small, target, valid_small)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if share:
+                loss = cam_batch_loss(model, [samples[k] for k in share], targets[batch[share]], cfg, device)
+                loss.backward()
+                losses.append(float(loss.detach()))
+            distributed.average_gradients(model, len(share) / len(batch))  # the whole batch's mean gradient
             optimizer.step()
             schedule.step()
-            losses.append(float(loss.detach()))
+        distributed.broadcast_buffers(model)  # BatchNorm statistics: rank 0's on every rank (what gets saved)
         ckpt.save(epoch + 1, model, optimizer, schedule, {"rng": rng})
         if on_epoch is not None:
             on_epoch(epoch, float(np.mean(losses)))
     return model.eval()
+
+
+def cam_batch_loss(model: CAMNet, samples: Sequence[tuple[Tensor, Tensor]], target: Tensor, cfg: CAMConfig,
+                   device: str = "cpu") -> Tensor:
+    """Multi-label BCE of the masked-GAP logits (+ SEAM's scale branch and L_ER when ``equivariance_weight``).
+
+    Shapes: samples: (image (3, S, S), valid (1, S, S)) pairs from :func:`augment`; target (B, K_fg) 0/1."""
+    x = torch.stack([s[0] for s in samples]).to(device)
+    valid = torch.stack([s[1] for s in samples]).to(device)
+    target = target.to(device)
+    maps = model.class_maps(x)
+    loss = F.binary_cross_entropy_with_logits(masked_gap(maps, valid), target)
+    if cfg.equivariance_weight > 0:
+        size = [max(1, round(n * cfg.equivariance_scale)) for n in x.shape[2:]]
+        x_small = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        valid_small = F.interpolate(valid, size=size, mode="area")
+        maps_small = model.class_maps(x_small)
+        loss = loss + F.binary_cross_entropy_with_logits(masked_gap(maps_small, valid_small), target)
+        loss = loss + cfg.equivariance_weight * equivariance_loss(maps, maps_small, target, valid_small)
+    return loss
 
 
 @torch.no_grad()
@@ -433,3 +447,41 @@ def write_cam_outputs(
         else:
             seeds = cam_seeds(cams.astype(np.float32), labels, cfg.bg_alpha)
         write_label(out_dir / "M_I" / f"{image_id}.png", seeds)
+
+
+@dataclasses.dataclass(frozen=True)
+class CAMJob:
+    """Everything one rank of the ``cam`` stage needs (picklable: sent to spawned processes)."""
+
+    data_root: str
+    out_dir: str
+    checkpoints: str
+    dataset: typing.Any  # a2gnn.config.DatasetConfig
+    cfg: CAMConfig
+    seed: int
+    device: str
+
+
+def run_cam_job(job: CAMJob) -> None:
+    """One rank of the stage: train the classifier; rank 0 then writes model, CAMs and M_I (one atomic folder)
+    and clears the resumable checkpoint. Run it through :func:`a2gnn.distributed.launch`."""
+    import sys
+
+    from a2gnn.datasets import open_dataset
+    from a2gnn.io import atomic_dir
+    from a2gnn.training import clear_checkpoint
+
+    dataset = open_dataset(job.dataset, job.dataset.train_split, job.data_root)
+    cfg = job.cfg
+
+    def report(epoch: int, loss: float) -> None:
+        if distributed.is_main():
+            print(f"cam: epoch {epoch + 1}/{cfg.epochs} BCE loss {loss:.4f}", file=sys.stderr)
+
+    model = train_cam_model(dataset, cfg, job.device, job.seed, on_epoch=report, checkpoint_dir=job.checkpoints)
+    if not distributed.is_main():
+        return
+    with atomic_dir(job.out_dir) as tmp:
+        save_cam_checkpoint(tmp / "model.pt", model, cfg, dataset.class_names, cfg.epochs)
+        write_cam_outputs(model, dataset, cfg, tmp, job.device)
+    clear_checkpoint(job.checkpoints)

@@ -51,6 +51,7 @@ from a2gnn.datasets.segmentation import SegmentationDataset
 from a2gnn.evaluation import ConfusionMatrix
 from a2gnn.io import IGNORE_INDEX, DataError, load_torch, save_torch
 from a2gnn.parallel import parallel_map
+from a2gnn import distributed
 from a2gnn.training import OPTIMIZERS, Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint
 from a2gnn.training import param_groups
 from a2gnn.transforms import train_transform
@@ -138,10 +139,14 @@ class DeepLab(nn.Module):
 
     def upsampled(self, x: Tensor) -> Tensor:
         """Logits bilinearly up-sampled by the stride and cropped to x's size: (B, C, H, W)."""
-        logits = self(x)
-        h, w = logits.shape[2:]
-        logits = F.interpolate(logits, size=(h * self.stride, w * self.stride), mode="bilinear", align_corners=False)
-        return logits[:, :, : x.shape[2], : x.shape[3]]
+        return upsample_logits(self(x), self.stride, x.shape[2:])
+
+
+def upsample_logits(logits: Tensor, stride: int, size: typing.Sequence[int]) -> Tensor:
+    """(B, C, h, w) logits -> bilinearly up-sampled by ``stride`` and cropped to ``size`` = (H, W)."""
+    h, w = logits.shape[2:]
+    logits = F.interpolate(logits, size=(h * stride, w * stride), mode="bilinear", align_corners=False)
+    return logits[:, :, : size[0], : size[1]]
 
 
 def build_deeplab(cfg: DeepLabConfig, num_classes: int) -> DeepLab:
@@ -178,6 +183,7 @@ def train_deeplab(
     data = digest_arrays([a for pair in samples for a in pair])
     ckpt = Checkpointer(checkpoint_dir, fingerprint(config=cfg.to_dict(), seed=seed, ids=train.ids, data=data))
     start, _ = ckpt.restore(model, optimizer, schedule, {"rng": rng})
+    net = distributed.wrap_ddp(model)  # several processes: each takes its share of every batch
     for epoch in progress(range(start, cfg.epochs), desc="deeplab: train", total=cfg.epochs - start):
         model.train()
         order = rng.permutation(len(samples))
@@ -188,20 +194,73 @@ def train_deeplab(
             x = torch.stack([s[0] for s in batch]).to(device)
             y = torch.stack([s[1] for s in batch]).to(device)
             schedule.apply()
-            loss = F.cross_entropy(model.upsampled(x), y, ignore_index=IGNORE_INDEX)
+            # sum over this rank's pixels / the whole batch's labelled pixels: DDP's mean over ranks times the
+            # world size is then exactly the one-process loss (mean over the batch's labelled pixels)
+            labelled = (y != IGNORE_INDEX).sum().clamp(min=1)
+            mine = distributed.rank_share(range(len(batch)))
+            logits = upsample_logits(net(x[mine]), model.stride, x.shape[2:])
+            loss = F.cross_entropy(logits, y[mine], ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = loss * distributed.world_size() / labelled
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             losses.append(float(loss.detach()))
-        logs = {"loss": float(np.mean(losses))}
+        logs = distributed.all_mean({"loss": float(np.mean(losses))})  # collective: every rank
         if val is not None and cfg.val_every and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            logs["val_miou"] = evaluate_deeplab(model, val, device=device)["miou"].miou()
+            if distributed.is_main():
+                logs["val_miou"] = evaluate_deeplab(model, val, device=device)["miou"].miou()
         ckpt.save(epoch + 1, model, optimizer, schedule, {"rng": rng})
-        log.info("deeplab epoch %d/%d: %s", epoch + 1, cfg.epochs, logs)
-        if on_epoch is not None:
-            on_epoch(epoch, logs)
+        if distributed.is_main():
+            log.info("deeplab epoch %d/%d: %s", epoch + 1, cfg.epochs, logs)
+            if on_epoch is not None:
+                on_epoch(epoch, logs)
     return model.eval()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """Everything one rank of the ``train_deeplab`` stage needs (picklable: sent to spawned processes)."""
+
+    data_root: str
+    label_dir: str  # folder of <id>.png label maps, or GT_LABELS
+    out_model: str
+    live_dir: str
+    checkpoints: str
+    dataset: typing.Any  # a2gnn.config.DatasetConfig
+    cfg: DeepLabConfig
+    seed: int
+    device: str
+
+
+def run_train_job(job: TrainJob) -> None:
+    """One rank of the stage: train on the job's labels; rank 0 also logs loss and val mIoU (dvclive), saves the
+    weights and clears the resumable checkpoint. Run it through :func:`a2gnn.distributed.launch`."""
+    from a2gnn.datasets import open_dataset
+    from a2gnn.datasets.segmentation import GT_LABELS
+    from a2gnn.training import CHECKPOINT_FILE, clear_checkpoint
+
+    logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.WARNING, format="%(message)s")
+    train = SegmentationDataset(open_dataset(job.dataset, job.dataset.train_split, job.data_root), job.label_dir)
+    val = SegmentationDataset(open_dataset(job.dataset, job.dataset.val_split, job.data_root), GT_LABELS)
+    if not distributed.is_main():
+        train_deeplab(train, job.cfg, job.device, job.seed, None, None, job.checkpoints)
+        return
+    from dvclive import Live
+
+    # the curves continue only when the training does (a checkpoint of an interrupted run); else start afresh
+    resume = (Path(job.checkpoints) / CHECKPOINT_FILE).is_file()
+    with Live(job.live_dir, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+
+        def log_epoch(epoch: int, logs: dict[str, float]) -> None:
+            live.step = epoch
+            for name, value in logs.items():
+                live.log_metric(f"train_deeplab/{name}", value)
+            live.next_step()
+
+        model = train_deeplab(train, job.cfg, job.device, job.seed, val, log_epoch, job.checkpoints)
+    save_deeplab(job.out_model, model, job.cfg, train.class_names)
+    clear_checkpoint(job.checkpoints)
 
 
 # ------------------------------------------------------------------------------------------------------------
