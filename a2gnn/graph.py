@@ -104,6 +104,7 @@ class GraphConfig(Config):
     label_downsample: str = "centre"  # M_g -> node labels: "centre" (nearest) | "majority" of the cell
     box_cells: str = "touch"  # pixel box -> grid cells: "touch" (every cell it meets) | "centre" (cell centre inside)
     batch_size: int = 8  # images of equal size per affinity-CNN forward pass
+    feature_dim: int = 0  # k > 0: X -> its top-k principal coordinates per image (speed; 0 = all D_g, the paper)
 
     def validate(self) -> None:
         self.check(self.radius >= 1, "radius", ">= 1")
@@ -116,6 +117,7 @@ class GraphConfig(Config):
         )
         self.check(self.box_cells in BOX_RULES, "box_cells", f"one of {BOX_RULES}")
         self.check(self.batch_size >= 1, "batch_size", ">= 1")
+        self.check(self.feature_dim >= 0, "feature_dim", ">= 0")
 
 
 def normalize_node_features(x: Tensor) -> Tensor:
@@ -128,6 +130,38 @@ def normalize_node_features(x: Tensor) -> Tensor:
     """
     total = x.sum(dim=1, keepdim=True)
     return x / torch.where(total > 0, total, torch.ones_like(total))
+
+
+PROJECTION_OVERSAMPLE = 8
+"""Extra random directions of the randomized SVD in :func:`project_node_features` (Halko et al. 2011: 5-10)."""
+PROJECTION_POWER_ITERATIONS = 2
+"""Power iterations of that randomized SVD (sharpen a slowly decaying spectrum)."""
+
+
+def project_node_features(x: Tensor, k: int) -> Tensor:
+    r"""Top-k principal coordinates of one image's node features: :math:`X V_k = U_k \Sigma_k`.
+
+    :math:`X = U \Sigma V^\top`; the GNN's first layer :math:`X W^0` over the k-dim coordinates spans the same
+    functions of the dominant subspace of X at k / D_g of the cost (the embedding layer dominates at D_g = 5632
+    or 2432), and :math:`(X V_k)(X V_k)^\top` approximates the Gram matrix :math:`X X^\top`, so cosine
+    similarities of nodes are kept up to the discarded spectrum (exactly when rank X <= k). Not centred (the
+    features are post-ReLU and L1-normalised, Eq. 15); a randomized SVD with a fixed-seed generator, so the
+    result is deterministic. ``k <= 0`` or ``k >= min(N, D_g)`` returns X unchanged.
+
+    Shapes: x (N, D_g) -> (N, k).
+    """
+    n, d = x.shape
+    if k <= 0 or k >= min(n, d):
+        return x
+    generator = torch.Generator().manual_seed(0)
+    omega = torch.randn(d, k + PROJECTION_OVERSAMPLE, generator=generator, dtype=x.dtype)
+    y = x @ omega.to(x.device)
+    for _ in range(PROJECTION_POWER_ITERATIONS):
+        y, _ = torch.linalg.qr(y)
+        y = x @ (x.t() @ y)
+    q, _ = torch.linalg.qr(y)
+    u_b, s, _ = torch.linalg.svd(q.t() @ x, full_matrices=False)
+    return ((q @ u_b[:, :k]) * s[:k]).contiguous()
 
 
 def _sort_pairs(index: Tensor, values: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
@@ -212,6 +246,7 @@ def _graph_from_outputs(
         colours, cfg.reg_radius, cfg.reg_sigma_xy, cfg.reg_sigma_rgb, cfg.reg_squared_distance
     )
     x = normalize_node_features(features.reshape(features.shape[0], h * w).t().float())
+    x = project_node_features(x, cfg.feature_dim)
     return ImageGraph(
         image_id=image_id,
         x=x.contiguous(),

@@ -241,3 +241,22 @@ def test_graph_config_validation():
     with pytest.raises(ConfigError, match="label_downsample"):
         GraphConfig.from_params({"label_downsample": "mean"})
     assert GraphConfig.from_params({}).radius == 5
+
+
+def test_node_feature_projection_keeps_the_gram_matrix_of_a_low_rank_x():
+    """project_node_features against an exact reference: for rank(X) <= k the k principal coordinates have the
+    same Gram matrix X X^T (all inner products, hence all cosines, between nodes); k = 0 or k >= D_g is X."""
+    from a2gnn.graph import project_node_features
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(60, 6, generator=g) @ torch.rand(6, 40, generator=g)  # rank 6, non-negative like Eq. 15's X
+    z = project_node_features(x, 8)
+    assert z.shape == (60, 8)
+    torch.testing.assert_close(z @ z.t(), x @ x.t(), rtol=1e-4, atol=1e-4)
+    assert torch.equal(project_node_features(x, 0), x) and torch.equal(project_node_features(x, 40), x)
+    assert torch.equal(project_node_features(x, 8), z)  # deterministic
+    full = torch.rand(60, 40, generator=g)
+    svals = torch.linalg.svdvals(full)
+    z3 = project_node_features(full, 3)
+    # the captured energy is that of the top-3 singular values (randomized SVD: within 1 %)
+    assert abs(float(z3.square().sum()) - float(svals[:3].square().sum())) < 0.01 * float(svals[:3].square().sum())
