@@ -93,8 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra setting (repeatable)")
     args = parser.parse_args(argv)
-    overlays = ([load_profile(args.profile)] if args.profile else []) + [parse_set(s) for s in args.set]
-    changed = apply_profile(args.params, overlays)
+    try:
+        overlays = ([load_profile(args.profile)] if args.profile else []) + [parse_set(s) for s in args.set]
+        changed = apply_profile(args.params, overlays)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"{args.params}: {len(changed)} value(s) changed" + "".join(f"\n  {k}" for k in changed))
     return 0
 

@@ -95,7 +95,8 @@ def test_repro_runs_every_stage_and_the_method_works(repo):
     assert set(precision) == {"M_I", "M_B", "M_F", "M_g"}
     assert precision["M_g"] >= precision["M_F"] - 0.01  # M_g: the confident subset
     miou = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())
-    assert set(miou) == {"a2gnn", "rw", "baseline", "M_B"}
+    assert set(miou) == {"a2gnn", "rw", "baseline", "grabcut", "boxes"}
+    assert miou["a2gnn"] > miou["boxes"], miou  # box-as-mask: the floor
     # a broken graph, GNN or loss falls below these (measured on this profile: see TINY_FLOOR)
     assert miou["a2gnn"] > miou["baseline"], miou
     assert miou["a2gnn"] >= TINY_FLOOR, miou

@@ -1,0 +1,49 @@
+"""Stage ``box_baselines``: the two pseudo labels that use the boxes alone, the floors a method must beat.
+
+    python stages/box_baselines.py <data_root> <m_b_dir> <boxes_out_dir> <grabcut_out_dir>
+
+* boxes: box-as-mask, every box pixel takes its class (smallest box on top); no image content is used.
+  Painted from the original boxes at the original resolution.
+* grabcut: GrabCut alone as a complete pseudo label: M_B (Eq. 3) with its unknown in-box pixels (255, GrabCut
+  background inside a box) set to background, mapped back to the original resolution.
+
+Writes <dir>/<id>.png for the train split, each folder all or nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from a2gnn.boxes import BACKGROUND, box_label_map
+from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
+from a2gnn.config import DatasetConfig
+from a2gnn.datasets import open_dataset
+from a2gnn.datasets.resize import to_original, unwrap
+from a2gnn.io import IGNORE_INDEX, DataError, atomic_dir, read_label, write_label
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    for name in ("data_root", "m_b_dir", "boxes_out_dir", "grabcut_out_dir"):
+        parser.add_argument(name)
+    args = parser.parse_args(argv)
+    params, _, _ = setup_stage(args)
+    data = DatasetConfig.from_params(params.get("dataset"))
+    dataset = open_dataset(data, data.train_split, args.data_root)
+    original = unwrap(dataset)
+    with atomic_dir(args.boxes_out_dir) as boxes_dir, atomic_dir(args.grabcut_out_dir) as grabcut_dir:
+        for image_id in progress(dataset.ids, desc="box baselines"):
+            ann = original.annotation(image_id)
+            write_label(boxes_dir / f"{image_id}.png", box_label_map(ann.boxes, (ann.height, ann.width)))
+            path = Path(args.m_b_dir) / f"{image_id}.png"
+            if not path.is_file():
+                raise DataError(path, "M_B seed map is missing")
+            m_b = read_label(path)
+            filled = np.where(m_b == IGNORE_INDEX, BACKGROUND, m_b).astype(np.uint8)
+            write_label(grabcut_dir / f"{image_id}.png", to_original(dataset, image_id, filled))
+
+
+if __name__ == "__main__":
+    run_stage(main)
