@@ -163,6 +163,11 @@ class RuntimeConfig(Config):
         self.check(self.train_processes >= 1, "train_processes", ">= 1")
 
 
+PSEUDO_LABEL_METHODS = ("a2gnn", "rw", "baseline", "grabcut", "boxes")
+"""Pseudo-label folders ``outputs/pseudo_labels_<method>`` a downstream model can train on (``deeplab.labels``,
+``instances.labels``): A²GNN, the random walk, the Table 4(a) Baseline, GrabCut alone and box-as-mask."""
+
+
 DATASET_FORMATS = ("voc", "coco")
 
 

@@ -5,7 +5,7 @@
 
 Rows: the first ``--n`` ids of ``--split`` (its list order, so the same images every run). Columns: the image
 and its ground truth always; ``--labels``: the label PNGs ``<dir>/<id>.png`` (the A²GNN pseudo labels,
-``outputs/pseudo_labels``, exist for the train split only); ``--deeplab``: the arg-max DeepLab prediction;
+``outputs/pseudo_labels_a2gnn``, exist for the train split only); ``--deeplab``: the arg-max DeepLab prediction;
 ``--maskrcnn``: the Mask R-CNN instances of score >= ``--min-score`` (0.5), each a distinct colour, outlined,
 over the image. Label maps use the VOC palette of the label PNGs. Everything is shown at the size the dataset
 presents (``dataset.max_side``); pseudo labels written at the original resolution are resized to it (nearest).

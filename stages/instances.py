@@ -2,7 +2,7 @@
 
     python stages/instances.py <data_root> <label_dir> <out_json> [--params params.yaml]
 
-<label_dir>: pseudo labels <id>.png of the train split (outputs/pseudo_labels, or any method's folder).
+<label_dir>: pseudo labels <id>.png of the train split (outputs/pseudo_labels_a2gnn, or any method's folder).
 <out_json>: COCO instances JSON with RLE masks, the training set of train_maskrcnn. Params: base, dataset, instances.
 """
 

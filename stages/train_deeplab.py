@@ -3,7 +3,7 @@
     python stages/train_deeplab.py <data_root> <label_dir> <out_model.pt> [--live-dir DIR] [--params params.yaml]
     torchrun --nproc_per_node N stages/train_deeplab.py ...     (one process per GPU; see README "Paper scale")
 
-<label_dir>: a folder of <id>.png label maps (outputs/pseudo_labels; outputs/seeds/M_B, ...), or ``gt`` for the
+<label_dir>: a folder of <id>.png label maps (outputs/pseudo_labels_a2gnn; outputs/seeds/M_B, ...), or ``gt`` for the
 dataset's ground truth (the fully supervised upper bound). Logs loss and val mIoU per epoch with dvclive in
 --live-dir (default dvclive/train_deeplab). Resumes from checkpoints/train_deeplab/ after an interruption.
 Trains on ``runtime.train_processes`` data-parallel processes (:mod:`a2gnn.distributed`; under torchrun, on

@@ -5,7 +5,7 @@ Weak labels come in as a dataset (detectron2 PointSup style): the images are tho
 and ``semantic_gt(id)`` for ground truth), and the label maps are either
 
 * ``GT_LABELS`` (``"gt"``): the reader's ground truth (the fully supervised upper bound), or
-* a folder of ``<id>.png`` class-index maps (255 = ignore), e.g. ``outputs/pseudo_labels`` or ``outputs/seeds/M_B``.
+* a folder of ``<id>.png`` class-index maps (255 = ignore), e.g. ``outputs/pseudo_labels_a2gnn`` or ``outputs/seeds/M_B``.
 
 Every label file is checked to exist before anything is read; a missing file, a map whose size differs from
 its image or a value that is neither a class index nor 255 raises :class:`a2gnn.io.DataError` naming the file.

@@ -40,7 +40,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from a2gnn.config import Config
+from a2gnn.config import PSEUDO_LABEL_METHODS, Config
 from a2gnn.datasets.coco import CocoImage, CocoInstance, write_coco_instances
 from a2gnn.datasets.voc import Box
 from a2gnn.io import DataError, read_label
@@ -57,6 +57,7 @@ class InstanceConfig(Config):
     """``instances`` section: pseudo labels + boxes -> one instance mask per box (paper §5)."""
 
     SECTION: typing.ClassVar[str] = "instances"
+    labels: str = "a2gnn"  # pseudo labels outputs/pseudo_labels_<labels>: a2gnn | rw | baseline | grabcut | boxes
     overlap: str = "smallest"  # pixel in several same-class boxes: smallest box | all (paper: not said)
     empty_box: str = "box"  # box with no (or too few) pixels of its class: box = whole box | drop (paper: not said)
     min_fill: float = 0.0  # instance area / box area below this -> empty box (0: only boxes without any pixel)
@@ -65,6 +66,7 @@ class InstanceConfig(Config):
         self.check(self.overlap in OVERLAP_RULES, "overlap", f"one of {OVERLAP_RULES}")
         self.check(self.empty_box in EMPTY_BOX_RULES, "empty_box", f"one of {EMPTY_BOX_RULES}")
         self.check(0.0 <= self.min_fill <= 1.0, "min_fill", "in [0, 1]")
+        self.check(self.labels in PSEUDO_LABEL_METHODS, "labels", f"one of {PSEUDO_LABEL_METHODS}")
 
 
 def box_instance_masks(label: np.ndarray, boxes: Sequence[Box], overlap: str = "smallest") -> np.ndarray:

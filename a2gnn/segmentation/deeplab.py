@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from a2gnn.backbones import Backbone, BackboneConfig, build_backbone, normalize_image
 from a2gnn.cli import progress
-from a2gnn.config import Config, ConfigError
+from a2gnn.config import PSEUDO_LABEL_METHODS, Config, ConfigError
 from a2gnn.crf import CRFConfig, crf_labels_job
 from a2gnn.datasets.segmentation import SegmentationDataset
 from a2gnn.evaluation import ConfusionMatrix
@@ -64,6 +64,7 @@ class DeepLabConfig(Config):
     """``deeplab`` section: the segmentation network of Table 1, its training and evaluation."""
 
     SECTION: typing.ClassVar[str] = "deeplab"
+    labels: str = "a2gnn"  # train on outputs/pseudo_labels_<labels>: a2gnn | rw | baseline | grabcut | boxes
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)  # paper: ResNet-101 (ImageNet)
     aspp_rates: tuple[int, ...] = (1, 2, 4, 6)  # atrous rates of the ASPP classifiers (DeepLab-v2: 6, 12, 18, 24)
     epochs: int = 12  # training epochs over the train split (DeepLab-v2 VOC: 20k iterations of batch 10)
@@ -94,6 +95,7 @@ class DeepLabConfig(Config):
         self.check(self.weight_decay >= 0, "weight_decay", ">= 0")
         self.check(self.poly_power >= 0, "poly_power", ">= 0")
         self.check(self.val_every >= 0, "val_every", ">= 0")
+        self.check(self.labels in PSEUDO_LABEL_METHODS, "labels", f"one of {PSEUDO_LABEL_METHODS}")
 
 
 class ASPP(nn.Module):
