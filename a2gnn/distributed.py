@@ -52,7 +52,7 @@ def wrap_ddp(model: nn.Module) -> nn.Module:
         return model
     device = next(model.parameters()).device
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=True)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)  # buffers (BN statistics) from rank 0
 
 
 def average_gradients(model: nn.Module, weight: float | None = None) -> None:

@@ -149,3 +149,32 @@ def test_stages_train_on_a_label_folder_and_evaluate(tiny_voc, tmp_path):
     (labels / f"{reader.ids[1]}.png").unlink()
     with pytest.raises(DataError, match=f"{reader.ids[1]}.png"):
         _stage("train_deeplab")([str(tiny_voc), str(labels), str(model), *common])
+
+
+@pytest.mark.slow
+def test_train_stage_under_torchrun_matches_the_launcher(tiny_voc, tmp_path):
+    """`torchrun --nproc_per_node 2 stages/train_deeplab.py` (what a GPU lab runs) trains on the two torchrun
+    ranks and writes the same weights as the stage's own 2-process launcher (runtime.train_processes: 2)."""
+    import os
+    import subprocess
+    import sys
+
+    from a2gnn.segmentation import load_deeplab
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "dataset": {"root": str(tiny_voc)}, "deeplab": {**TINY, "val_every": 0},
+        "runtime": {"torch_threads": 1, "workers": 0, "train_processes": 2},
+    }))
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+    outs = {}
+    for name, launcher in (("own", [sys.executable]),
+                           ("torchrun", [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2",
+                                         "--standalone"])):
+        out = tmp_path / name / "model.pt"
+        subprocess.run([*launcher, str(root / "stages" / "train_deeplab.py"), "--params", str(params), str(tiny_voc),
+                        "gt", str(out), "--live-dir", str(tmp_path / name / "live"),
+                        "--checkpoints", str(tmp_path / name / "ckpt")], check=True, env=env, cwd=tmp_path)
+        outs[name] = load_deeplab(out)[0]
+    assert same_weights(outs["own"], outs["torchrun"])
