@@ -18,6 +18,7 @@ for the process count in params.yaml.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from typing import Any, Callable, Sequence, TypeVar
@@ -27,6 +28,18 @@ import torch.distributed as dist
 from torch import nn
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageJob:
+    """What every rank of a training stage needs (picklable: sent to spawned processes). Each training module
+    subclasses it with the stage's own paths and config and gives a ``run_*_job(job)`` function to :func:`launch`."""
+
+    data_root: str
+    checkpoints: str  # resume folder (checkpoints/<stage>)
+    dataset: Any  # a2gnn.config.DatasetConfig
+    seed: int
+    device: str
 
 
 def world_size() -> int:

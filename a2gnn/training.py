@@ -30,13 +30,14 @@ Writes are atomic (:func:`a2gnn.io.save_torch`): a kill during a save leaves the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -274,3 +275,20 @@ class Checkpointer:
         model.to(device)
         log.info("%s: resuming after epoch %d", self.path, state["epoch"])
         return int(state["epoch"]), dict(state.get("extra", {}))
+
+
+@contextlib.contextmanager
+def live_curves(live_dir: os.PathLike | str, prefix: str, resume: bool) -> Iterator[Callable[[int, Mapping[str, float]], None]]:
+    """dvclive logging of training curves: yields ``log(step, {name: value})`` that writes ``<prefix>/<name>`` at
+    ``step`` (a DVC plot). ``resume``: continue the curves of an interrupted training (else start afresh)."""
+    from dvclive import Live
+
+    with Live(str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+
+        def log(step: int, values: Mapping[str, float]) -> None:
+            live.step = step
+            for name, value in values.items():
+                live.log_metric(f"{prefix}/{name}", value)
+            live.next_step()
+
+        yield log

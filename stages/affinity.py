@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
-    job = AffinityJob(args.data_root, args.seed_dir, args.out_model, args.checkpoints, data,
-                      AffinityConfig.from_params(params.get("affinity")), base.seed, runtime.device)
+    job = AffinityJob(data_root=args.data_root, checkpoints=args.checkpoints, dataset=data, seed=base.seed,
+                      device=runtime.device, seed_dir=args.seed_dir, out_model=args.out_model,
+                      cfg=AffinityConfig.from_params(params.get("affinity")))
     check_seed_files(open_dataset(data, data.train_split, args.data_root), args.seed_dir)  # fail early and clearly
     distributed.launch(run_affinity_job, runtime.train_processes, runtime.device, job, threads=runtime.torch_threads)
 

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
-    job = CAMJob(args.data_root, args.out_dir, args.checkpoints, data, CAMConfig.from_params(params.get("cam")),
-                 base.seed, runtime.device)
+    job = CAMJob(data_root=args.data_root, checkpoints=args.checkpoints, dataset=data, seed=base.seed,
+                 device=runtime.device, out_dir=args.out_dir, cfg=CAMConfig.from_params(params.get("cam")))
     open_dataset(data, data.train_split, args.data_root).validate()  # bad data fails here, before any process starts
     distributed.launch(run_cam_job, runtime.train_processes, runtime.device, job, threads=runtime.torch_threads)
 

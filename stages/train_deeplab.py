@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
-    job = TrainJob(args.data_root, args.label_dir, args.out_model, args.live_dir, args.checkpoints, data,
-                   DeepLabConfig.from_params(params.get("deeplab")), base.seed, runtime.device)
+    job = TrainJob(data_root=args.data_root, checkpoints=args.checkpoints, dataset=data, seed=base.seed,
+                   device=runtime.device, label_dir=args.label_dir, out_model=args.out_model, live_dir=args.live_dir,
+                   cfg=DeepLabConfig.from_params(params.get("deeplab")))
     SegmentationDataset(open_dataset(data, data.train_split, args.data_root), args.label_dir)  # fail early, clearly
     distributed.launch(run_train_job, runtime.train_processes, runtime.device, job, threads=runtime.torch_threads)
 

@@ -331,17 +331,12 @@ def train_affinity(
 
 
 @dataclasses.dataclass(frozen=True)
-class AffinityJob:
-    """Everything one rank of the ``affinity`` stage needs (picklable: sent to spawned processes)."""
+class AffinityJob(distributed.StageJob):
+    """One rank of the ``affinity`` stage."""
 
-    data_root: str
-    seed_dir: str
-    out_model: str
-    checkpoints: str
-    dataset: typing.Any  # a2gnn.config.DatasetConfig
-    cfg: AffinityConfig
-    seed: int
-    device: str
+    seed_dir: str = ""
+    out_model: str = ""
+    cfg: AffinityConfig = dataclasses.field(default_factory=AffinityConfig)
 
 
 def run_affinity_job(job: AffinityJob) -> None:

@@ -48,7 +48,7 @@ from a2gnn.config import Config
 from a2gnn.datasets.coco import CocoInstance, encode_mask, voc_to_coco, write_coco_instances
 from a2gnn.io import DataError, load_torch, save_torch
 from a2gnn import distributed
-from a2gnn.training import checkpoint_dir, fingerprint
+from a2gnn.training import checkpoint_dir, fingerprint, live_curves
 
 log = logging.getLogger(__name__)
 
@@ -362,18 +362,13 @@ def train_maskrcnn(
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainJob:
-    """Everything one rank of the ``train_maskrcnn`` stage needs (picklable: sent to spawned processes)."""
+class TrainJob(distributed.StageJob):
+    """One rank of the ``train_maskrcnn`` stage."""
 
-    data_root: str
-    train_json: str  # COCO instances JSON of the train split, or GT
-    out_model: str
-    live_dir: str
-    checkpoints: str
-    dataset: Any  # a2gnn.config.DatasetConfig
-    cfg: MaskRCNNConfig
-    seed: int
-    device: str
+    train_json: str = GT  # COCO instances JSON of the train split, or GT
+    out_model: str = ""
+    live_dir: str = ""
+    cfg: MaskRCNNConfig = dataclasses.field(default_factory=MaskRCNNConfig)
 
 
 def train_records(job: TrainJob, name: str = "a2gnn_train") -> tuple[list[str], list[dict[str, Any]]]:
@@ -404,17 +399,8 @@ def run_train_job(job: TrainJob) -> None:
     if not distributed.is_main():
         train_maskrcnn(records, classes, job.cfg, job.device, job.seed, None, job.checkpoints)
         return
-    from dvclive import Live
-
     resume = (Path(job.checkpoints) / "last_checkpoint").is_file()  # curves continue only with the training
-    with Live(job.live_dir, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
-
-        def log_losses(iteration: int, logs: dict[str, float]) -> None:
-            live.step = iteration
-            for name, value in logs.items():
-                live.log_metric(f"train_maskrcnn/{name}", value)
-            live.next_step()
-
+    with live_curves(job.live_dir, "train_maskrcnn", resume) as log_losses:
         model = train_maskrcnn(records, classes, job.cfg, job.device, job.seed, log_losses, job.checkpoints)
     save_maskrcnn(job.out_model, model, job.cfg, classes, job.seed)
     clear_checkpoints(job.checkpoints)

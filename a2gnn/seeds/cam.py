@@ -450,16 +450,11 @@ def write_cam_outputs(
 
 
 @dataclasses.dataclass(frozen=True)
-class CAMJob:
-    """Everything one rank of the ``cam`` stage needs (picklable: sent to spawned processes)."""
+class CAMJob(distributed.StageJob):
+    """One rank of the ``cam`` stage."""
 
-    data_root: str
-    out_dir: str
-    checkpoints: str
-    dataset: typing.Any  # a2gnn.config.DatasetConfig
-    cfg: CAMConfig
-    seed: int
-    device: str
+    out_dir: str = ""
+    cfg: CAMConfig = dataclasses.field(default_factory=CAMConfig)
 
 
 def run_cam_job(job: CAMJob) -> None:

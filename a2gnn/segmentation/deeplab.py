@@ -221,18 +221,13 @@ def train_deeplab(
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainJob:
-    """Everything one rank of the ``train_deeplab`` stage needs (picklable: sent to spawned processes)."""
+class TrainJob(distributed.StageJob):
+    """One rank of the ``train_deeplab`` stage."""
 
-    data_root: str
-    label_dir: str  # folder of <id>.png label maps, or GT_LABELS
-    out_model: str
-    live_dir: str
-    checkpoints: str
-    dataset: typing.Any  # a2gnn.config.DatasetConfig
-    cfg: DeepLabConfig
-    seed: int
-    device: str
+    label_dir: str = ""  # folder of <id>.png label maps, or "gt"
+    out_model: str = ""
+    live_dir: str = ""
+    cfg: DeepLabConfig = dataclasses.field(default_factory=DeepLabConfig)
 
 
 def run_train_job(job: TrainJob) -> None:
@@ -240,7 +235,7 @@ def run_train_job(job: TrainJob) -> None:
     weights and clears the resumable checkpoint. Run it through :func:`a2gnn.distributed.launch`."""
     from a2gnn.datasets import open_dataset
     from a2gnn.datasets.segmentation import GT_LABELS
-    from a2gnn.training import CHECKPOINT_FILE, clear_checkpoint
+    from a2gnn.training import CHECKPOINT_FILE, clear_checkpoint, live_curves
 
     logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.WARNING, format="%(message)s")
     train = SegmentationDataset(open_dataset(job.dataset, job.dataset.train_split, job.data_root), job.label_dir)
@@ -248,18 +243,9 @@ def run_train_job(job: TrainJob) -> None:
     if not distributed.is_main():
         train_deeplab(train, job.cfg, job.device, job.seed, None, None, job.checkpoints)
         return
-    from dvclive import Live
-
     # the curves continue only when the training does (a checkpoint of an interrupted run); else start afresh
     resume = (Path(job.checkpoints) / CHECKPOINT_FILE).is_file()
-    with Live(job.live_dir, resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
-
-        def log_epoch(epoch: int, logs: dict[str, float]) -> None:
-            live.step = epoch
-            for name, value in logs.items():
-                live.log_metric(f"train_deeplab/{name}", value)
-            live.next_step()
-
+    with live_curves(job.live_dir, "train_deeplab", resume) as log_epoch:
         model = train_deeplab(train, job.cfg, job.device, job.seed, val, log_epoch, job.checkpoints)
     save_deeplab(job.out_model, model, job.cfg, train.class_names)
     clear_checkpoint(job.checkpoints)
