@@ -49,7 +49,7 @@ class RandomWalkConfig(Config):
 
     SECTION: typing.ClassVar[str] = "random_walk"
     beta: float = 8.0  # beta, power applied to the affinities D before normalisation (PSA/SEAM: 8)
-    logt: int = 6  # log2 of the number of walk steps t = 2^logt (SEAM: 6, PSA: 8)
+    logt: int = 3  # log2 of the number of walk steps t = 2^logt (SEAM: 6, PSA: 8; tuned here: 3)
     bg_alpha: float = 6.0  # alpha, background score (1 - max_k CAM_k)^alpha (SEAM RW inference: 6; PSA: 4..32)
 
     def validate(self) -> None:

@@ -152,7 +152,7 @@ def test_rw_fills_hole_inside_strongly_connected_region():
 
 
 def test_steps_and_config():
-    assert RandomWalkConfig().steps == 64
+    assert RandomWalkConfig(logt=6).steps == 64 and RandomWalkConfig().steps == 2 ** RandomWalkConfig().logt
     assert RandomWalkConfig(logt=8).steps == 256
     with pytest.raises(ConfigError, match="beta"):
         RandomWalkConfig.from_params({"beta": 0})

@@ -78,7 +78,7 @@ class DeepLabConfig(Config):
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 5e-4  # L2 weight decay (DeepLab-v2: 5e-4)
     poly_power: float = 0.9  # lr_t = lr * (1 - t / T) ** poly_power (DeepLab-v2: 0.9)
-    val_every: int = 1  # evaluate val mIoU (logged, dvclive) every this many epochs; 0 = never during training
+    val_every: int = 3  # evaluate val mIoU (logged, dvclive) every this many epochs (and after the last); 0 = never
 
     def validate(self) -> None:
         self.check(len(self.aspp_rates) >= 1 and all(r >= 1 for r in self.aspp_rates), "aspp_rates",
