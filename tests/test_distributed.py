@@ -21,10 +21,11 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 2, (4, 8, 8), generator=g)
 
 
-def sgd_steps(out: str, steps: int = 3) -> None:
-    """Run on every rank: each takes its share of the global batch; rank 0 saves the parameters."""
+def sgd_steps(out: str, ddp: bool = True, steps: int = 3) -> None:
+    """Run on every rank: each takes its share of the global batch; rank 0 saves the parameters. ``ddp``: sync the
+    gradients with DistributedDataParallel, else with the explicit :func:`distributed.average_gradients`."""
     model = make_model()
-    net = distributed.wrap_ddp(model)
+    net = distributed.wrap_ddp(model) if ddp else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     images, labels = global_batch()
     mine = distributed.rank_share(list(range(len(images))))
@@ -32,7 +33,11 @@ def sgd_steps(out: str, steps: int = 3) -> None:
         loss = nn.functional.cross_entropy(net(images[mine]), labels[mine])
         optimizer.zero_grad()
         loss.backward()
+        if not ddp:
+            distributed.average_gradients(model)
         optimizer.step()
+    if not ddp:
+        distributed.broadcast_buffers(model)
     logs = distributed.all_mean({"rank": float(distributed.rank())})
     if distributed.is_main():
         torch.save({"state": model.state_dict(), "logs": logs, "world": distributed.world_size()}, out)
@@ -57,28 +62,11 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path):
     assert not torch.allclose(start["0.weight"], a["state"]["0.weight"])  # the steps did change the weights
 
 
-def manual_steps(out: str, steps: int = 3) -> None:
-    """As :func:`sgd_steps` with explicit gradient averaging instead of DDP."""
-    model = make_model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    images, labels = global_batch()
-    mine = distributed.rank_share(list(range(len(images))))
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(images[mine]), labels[mine])
-        optimizer.zero_grad()
-        loss.backward()
-        distributed.average_gradients(model)
-        optimizer.step()
-    distributed.broadcast_buffers(model)
-    if distributed.is_main():
-        torch.save({"state": model.state_dict(), "logs": {}, "world": distributed.world_size()}, out)
-
-
 @pytest.mark.slow
 def test_explicit_gradient_averaging_matches_one_process(tmp_path: Path):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     distributed.launch(sgd_steps, 1, "cpu", str(one))
-    distributed.launch(manual_steps, 2, "cpu", str(two))
+    distributed.launch(sgd_steps, 2, "cpu", str(two), False)
     a, b = torch.load(one), torch.load(two)
     for key in a["state"]:
         torch.testing.assert_close(a["state"][key], b["state"][key], rtol=1e-5, atol=1e-6)
