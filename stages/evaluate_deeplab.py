@@ -1,11 +1,11 @@
 """Evaluate trained DeepLabs on the val split (paper Table 1): mIoU without and with dense CRF, per-class IoU.
 
-    python stages/evaluate_deeplab.py <data_root> <name>=<model.pt> [...] --metric miou=<json>
-        [--metric miou_crf=<json>] --per-class <csv>
+    python stages/evaluate_deeplab.py <data_root> <name>=<model.pt> [...] --metrics <json> --per-class <csv>
 
-Each ``--metric`` JSON holds ``{name: value}`` (e.g. the model trained on the A²GNN pseudo labels and the one
-trained on the ground truth, the upper bound), so ``dvc metrics show`` prints one row per figure and one column per
-model. ``miou`` is the arg-max prediction, ``miou_crf`` the dense-CRF-refined one (the ``crf`` section).
+``--metrics`` (``metrics/segmentation.json``) holds ``{"miou": {name: value}, "miou_crf": {name: value}}``, one
+entry per model (e.g. the model trained on the A²GNN pseudo labels and the one trained on the ground truth, the
+upper bound): ``miou`` is the arg-max prediction, ``miou_crf`` the dense-CRF-refined one (the ``crf`` section).
+``dvc metrics show`` prints them as columns ``miou.<name>``, ``miou_crf.<name>``.
 ``--per-class``: IoU per class, columns ``<name>`` and ``<name>_crf``.
 """
 
@@ -36,12 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("data_root")
     parser.add_argument("models", nargs="+", type=named, metavar="name=model.pt")
-    parser.add_argument("--metric", action="append", type=named, required=True, metavar=f"{'|'.join(VARIANTS)}=json")
+    parser.add_argument("--metrics", required=True, metavar="json")
     parser.add_argument("--per-class", required=True, metavar="csv")
     args = parser.parse_args(argv)
-    metrics = dict(args.metric)
-    if set(metrics) - set(VARIANTS):
-        parser.error(f"--metric figures must be among {VARIANTS}")
     params, _, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
     crf = CRFConfig.from_params(params.get("crf"))
@@ -52,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         if tuple(val.class_names) != class_names:
             raise DataError(path, f"model classes {class_names} differ from the dataset's {val.class_names}")
         results[name] = evaluate_deeplab(model, val, crf, runtime.device, runtime.workers)
-    for figure, path in metrics.items():
-        write_json(path, {name: res[figure].miou() for name, res in results.items()})
+    write_json(args.metrics, {v: {name: res[v].miou() for name, res in results.items()} for v in VARIANTS})
     per_class = {f"{name}{'' if v == 'miou' else '_crf'}": res[v] for name, res in results.items() for v in VARIANTS}
     write_per_class_csv(per_class, val.class_names, args.per_class)
 

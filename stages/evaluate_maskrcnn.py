@@ -1,12 +1,12 @@
 """Evaluate trained Mask R-CNNs on the val split against the ground-truth instance masks (paper Tables 2-3).
 
-    python stages/evaluate_maskrcnn.py <data_root> <name>=<model.pth> [...] --metric <figure>=<json> [...]
-        --table <csv>
+    python stages/evaluate_maskrcnn.py <data_root> <name>=<model.pth> [...] --metrics <json> --table <csv>
 
 Figures (fractions in [0, 1]; -1: no val object of that size): ``ap50``, ``ap70``, ``ap75`` (mask mAP^r at those
 IoUs, Table 2), ``ap``, ``ap_s``, ``ap_m``, ``ap_l`` (COCO mask AP, Table 3), and ``box_ap``, ``box_ap50``, ... for
-boxes. Each ``--metric`` JSON holds ``{name: value}`` (e.g. the model trained on the pseudo instances and the one
-trained on ground truth, the upper bound): one row of ``dvc metrics show`` per figure, one column per model.
+boxes. ``--metrics`` (``metrics/instance.json``) holds ``{figure: {name: value}}`` for the figures of
+:data:`METRICS` (mAP^r, COCO mask AP and its size splits, box AP), one entry per model (e.g. the model trained on
+the pseudo instances and the one trained on ground truth, the upper bound).
 ``--table``: every figure of every model (a CSV plot).
 """
 
@@ -25,6 +25,9 @@ from a2gnn.instance.pseudo_instances import image_root
 from a2gnn.io import DataError, atomic_file, write_json
 
 
+METRICS = ("ap50", "ap70", "ap75", "ap", "ap_s", "ap_m", "ap_l", "box_ap")  # Table 2, Table 3, box AP
+
+
 def named(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name or not value:
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("data_root")
     parser.add_argument("models", nargs="+", type=named, metavar="name=model.pth")
-    parser.add_argument("--metric", action="append", type=named, required=True, metavar="figure=json")
+    parser.add_argument("--metrics", required=True, metavar="json")
     parser.add_argument("--table", required=True, metavar="csv")
     args = parser.parse_args(argv)
     params, _, runtime = setup_stage(args)
@@ -59,10 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             predictions = predict(model, d2, dataset_records("a2gnn_val", keep_empty=True))
             results[name] = flat(instance_metrics(gt_json, predictions))
     figures = list(next(iter(results.values())))
-    for figure, path in args.metric:
-        if figure not in figures:
-            parser.error(f"--metric {figure}: not one of {figures}")
-        write_json(path, {name: values[figure] for name, values in results.items()})
+    write_json(args.metrics, {figure: {name: values[figure] for name, values in results.items()} for figure in METRICS})
     rows = ["name," + ",".join(figures)]
     rows += [name + "," + ",".join(f"{values[f]:.4f}" for f in figures) for name, values in results.items()]
     with atomic_file(args.table) as tmp_csv:

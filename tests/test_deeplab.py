@@ -134,12 +134,14 @@ def test_stages_train_on_a_label_folder_and_evaluate(tiny_voc, tmp_path):
                              "--checkpoints", str(tmp_path / "ckpt"), *common])
     assert not (tmp_path / "ckpt" / "last.pt").exists()  # cleared once the model is written (no stale resume)
     assert (tmp_path / "live" / "plots" / "metrics" / "train_deeplab" / "loss.tsv").is_file()
-    miou, miou_crf, csv = tmp_path / "miou.json", tmp_path / "miou_crf.json", tmp_path / "per_class.csv"
-    _stage("evaluate_deeplab")([str(tiny_voc), f"pseudo={model}", f"again={model}", "--metric", f"miou={miou}",
-                                "--metric", f"miou_crf={miou_crf}", "--per-class", str(csv), *common])
-    result = json.loads(miou.read_text())
+    metrics, csv = tmp_path / "segmentation.json", tmp_path / "per_class.csv"
+    _stage("evaluate_deeplab")([str(tiny_voc), f"pseudo={model}", f"again={model}", "--metrics", str(metrics),
+                                "--per-class", str(csv), *common])
+    figures = json.loads(metrics.read_text())
+    assert set(figures) == {"miou", "miou_crf"}
+    result = figures["miou"]
     assert set(result) == {"pseudo", "again"} and 0 <= result["pseudo"] <= 1 and result["again"] == result["pseudo"]
-    assert set(json.loads(miou_crf.read_text())) == {"pseudo", "again"}
+    assert set(figures["miou_crf"]) == {"pseudo", "again"}
     rows = csv.read_text().splitlines()
     assert rows[0] == "class,pseudo,pseudo_crf,again,again_crf" and len(rows) == 1 + len(reader.class_names)
     first = model.read_bytes()

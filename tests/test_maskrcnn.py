@@ -231,12 +231,13 @@ def test_stages_train_and_evaluate(tiny_voc, tmp_path):
     assert model.is_file() and not list(ckpt.glob("model_*.pth"))  # checkpoint cleared after success
     assert (live / "plots" / "metrics" / "train_maskrcnn" / "loss.tsv").is_file()
     out = tmp_path / "metrics"
-    load_stage("evaluate_maskrcnn").main([str(tiny_voc), f"a={model}", f"b={again}", "--metric", f"ap50={out / 'ap50.json'}",
-                                          "--metric", f"box_ap={out / 'box_ap.json'}", "--table", str(out / "t.csv"),
-                                          *common])
-    ap50 = json.loads((out / "ap50.json").read_text())
+    load_stage("evaluate_maskrcnn").main([str(tiny_voc), f"a={model}", f"b={again}", "--metrics",
+                                          str(out / "instance.json"), "--table", str(out / "t.csv"), *common])
+    figures = json.loads((out / "instance.json").read_text())
+    assert set(figures) == {"ap50", "ap70", "ap75", "ap", "ap_s", "ap_m", "ap_l", "box_ap"}  # Table 2, 3, boxes
+    ap50 = figures["ap50"]
     assert set(ap50) == {"a", "b"} and ap50["a"] == ap50["b"] and -1 <= ap50["a"] <= 1  # same weights, same AP
-    assert set(json.loads((out / "box_ap.json").read_text())) == {"a", "b"}
+    assert all(set(v) == {"a", "b"} for v in figures.values())
     rows = [r.split(",") for r in (out / "t.csv").read_text().splitlines()]
     assert rows[0] == ["name", "ap", "ap50", "ap70", "ap75", "ap_s", "ap_m", "ap_l",
                        "box_ap", "box_ap50", "box_ap70", "box_ap75"]
