@@ -295,7 +295,7 @@ def test_init_parameters_deterministic_and_ranges():
     assert a["W0"].abs().max() <= math.sqrt(6 / 48) and torch.all((a["w"] >= 0) & (a["w"] <= 1))
 
 
-@pytest.mark.parametrize("params", [{"layer_type": "gat"}, {"dropout": 1.0}, {"first_phase_epochs": 200},
+@pytest.mark.parametrize("params", [{"layer_type": "gin"}, {"dropout": 1.0}, {"first_phase_epochs": 200},
                                     {"use_cos_term": False, "use_edge_term": False}, {"unknown": 1}])
 def test_config_rejects_bad_values(params):
     with pytest.raises(ConfigError):

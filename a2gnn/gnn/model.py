@@ -16,6 +16,10 @@ function:
 
 Both draw their initial parameters with :func:`init_parameters` from a per-image generator, so
 ``BatchedA2GNN`` slice b equals ``A2GNN`` built from the same generator.
+
+The L propagation layers are chosen by ``GNNConfig.layer_type`` (Fig. 7) through :data:`LAYER_STACKS`, one
+function per kind that both modules call: "a2gnn" (Eq. 18), "agnn" (Eq. 18 without the edge term), "gcn"
+(Kipf & Welling on the affinity edges) and "gat" (Veličković et al., :mod:`a2gnn.gnn.gat`).
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from a2gnn.config import Config
+from a2gnn.gnn.gat import gat_layer, per_image_matmul
 from a2gnn.gnn.layers import EdgeCSR, affinity_attention, propagate
 
-LAYER_TYPES = ("a2gnn", "agnn", "gcn")
+LAYER_TYPES = ("a2gnn", "agnn", "gcn", "gat")
 CONSISTENCY_SCALES = ("background", "absolute", "nearest")
 CE_RESOLUTIONS = ("grid", "image")
 SEED_MAPS = ("M_g", "M_F")
@@ -47,7 +52,8 @@ class GNNConfig(Config):
     dropout: float = 0.5  # dropout rate after the embedding layer H^1 (§5)
     beta: float = 10.0  # β of Eq. 18 (paper leaves it; the authors' code fixes 10)
     # layer kind (Fig. 7): "a2gnn" = Eq. 18; "agnn" = softmax(w·cos) over S(i) (AGNN, no edge term);
-    # "gcn" = ReLU(D^-1/2 E D^-1/2 H W^l) with a weight per layer (Kipf & Welling, on the affinity edges)
+    # "gcn" = ReLU(D^-1/2 E D^-1/2 H W^l) with a weight per layer (Kipf & Welling, on the affinity edges);
+    # "gat" = ELU(sum_j softmax_j(LeakyReLU(a_dst.W h_i + a_src.W h_j)) W h_j), one head, E_ij unused (GAT)
     layer_type: str = "a2gnn"
     use_cos_term: bool = True  # Table 4(d): keep the attention term w·cos of Eq. 18 (false = affinity only)
     use_edge_term: bool = True  # Table 4(d): keep the affinity term β[cos>0]E_ij of Eq. 18 (false = cos only)
@@ -121,8 +127,13 @@ def init_parameters(in_dim: int, num_classes: int, cfg: GNNConfig,
     """Initial parameters of one image's network, drawn in a fixed order from ``generator``.
 
     W^0 (D, F) and W^{L+1} (F, C) Glorot-uniform (the paper does not say; this is GCN's choice), the
-    attention scalars w^l (L,) uniform in [0, 1] (authors' code), and for ``layer_type="gcn"`` the layer
-    weights (L, F, F) Glorot-uniform. Always drawn in the order W^0, w, [gcn weights], W^{L+1}.
+    attention scalars w^l (L,) uniform in [0, 1] (authors' code), for ``layer_type="gcn"`` the layer
+    weights ``gcn_weight`` (L, F, F) Glorot-uniform, and for ``layer_type="gat"`` the layer weights
+    ``gat_weight`` (L, F, F) Glorot-uniform and the attention vectors ``gat_att`` (L, 2, F) (``[l, 0]`` =
+    a_src, ``[l, 1]`` = a_dst) uniform in ±sqrt(6 / (F + 1)), Glorot's bound for GAT's (F, 1) attention
+    kernel. Always drawn in the order W^0, w, [gcn weights], W^{L+1}, [gat weights, gat attention]: the GAT
+    draws come last so that the other layer types draw exactly what they drew before GAT was added. ``w`` is
+    drawn (and unused) for "gcn" and "gat" too.
     """
     params = {
         "W0": glorot((in_dim, cfg.hidden), generator),
@@ -131,7 +142,20 @@ def init_parameters(in_dim: int, num_classes: int, cfg: GNNConfig,
     if cfg.layer_type == "gcn":
         params["gcn_weight"] = glorot((cfg.layers, cfg.hidden, cfg.hidden), generator)
     params["W_out"] = glorot((cfg.hidden, num_classes), generator)
+    if cfg.layer_type == "gat":
+        params["gat_weight"] = glorot((cfg.layers, cfg.hidden, cfg.hidden), generator)
+        bound = math.sqrt(6.0 / (cfg.hidden + 1))
+        params["gat_att"] = (torch.rand((cfg.layers, 2, cfg.hidden), generator=generator) * 2.0 - 1.0) * bound
     return params
+
+
+PARAMETER_NAMES = ("W0", "w", "gcn_weight", "W_out", "gat_weight", "gat_att")
+"""Every parameter :func:`init_parameters` may return, in registration order (absent ones are None)."""
+
+
+def _register_parameters(module: nn.Module, params: dict[str, Tensor]) -> None:
+    for name in PARAMETER_NAMES:
+        setattr(module, name, nn.Parameter(params[name]) if name in params else None)
 
 
 def draw_dropout_mask(shape: tuple[int, ...], rate: float, generator: torch.Generator | None) -> Tensor:
@@ -163,6 +187,11 @@ def output_log_probs(h: Tensor, W_out: Tensor, class_mask: Tensor | None = None)
     return torch.log_softmax(logits, dim=-1)
 
 
+def _layer(param: Tensor, l: int, batched: bool) -> Tensor:
+    """Layer l's slice of a per-layer parameter: (L, ...) -> [l], or batched (B, L, ...) -> [:, l]."""
+    return param[:, l] if batched else param[l]
+
+
 def gcn_edge_values(csr: EdgeCSR, edge_weight: Tensor) -> Tensor:
     r"""Symmetric GCN normalisation of the weighted graph: :math:`E_{ij} / \sqrt{d_i d_j}`, :math:`d_i = \sum_j E_{ij}`.
 
@@ -187,34 +216,25 @@ class A2GNN(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, cfg: GNNConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.cfg = cfg
-        use_cos, use_edge = cfg.attention_terms
-        p = init_parameters(in_dim, num_classes, cfg, generator)
-        self.W0 = nn.Parameter(p["W0"])
-        self.w = nn.Parameter(p["w"])  # w^l of Eq. 18, one scalar per layer
-        self.gcn_weight = nn.Parameter(p["gcn_weight"]) if "gcn_weight" in p else None
-        self.W_out = nn.Parameter(p["W_out"])
-        self.use_cos, self.use_edge = use_cos, use_edge
+        # W0, w (w^l of Eq. 18, one scalar per layer), gcn_weight, W_out, gat_weight, gat_att (None if unused)
+        _register_parameters(self, init_parameters(in_dim, num_classes, cfg, generator))
+        self.use_cos, self.use_edge = cfg.attention_terms
 
     def forward(self, x: Tensor, csr: EdgeCSR, edge_weight: Tensor, dropout_mask: Tensor | None = None,
                 class_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h = embedding(x, self.W0)
         if dropout_mask is not None:
             h = h * dropout_mask
-        if self.gcn_weight is not None:
-            norm = gcn_edge_values(csr, edge_weight)
-            for l in range(self.cfg.layers):
-                h = torch.relu(propagate(csr, norm, h) @ self.gcn_weight[l])
-        else:
-            for l in range(self.cfg.layers):
-                h = affinity_attention(h, csr, edge_weight, self.w[l], self.cfg.beta, self.use_cos, self.use_edge)
+        h = LAYER_STACKS[self.cfg.layer_type](self, h, csr, edge_weight, None)
         return output_log_probs(h, self.W_out, class_mask), h
 
 
 class BatchedA2GNN(nn.Module):
     r"""B independent A²GNNs evaluated together; slice b of every parameter belongs to image b.
 
-    Parameters: W0 (B, D, F), w (B, L), gcn_weight (B, L, F, F) or None, W_out (B, F, C); slice b is
-    :func:`init_parameters` drawn from ``generators[b]``.
+    Parameters: W0 (B, D, F), w (B, L), gcn_weight (B, L, F, F) or None, W_out (B, F, C), gat_weight
+    (B, L, F, F) or None, gat_att (B, L, 2, F) or None; slice b is :func:`init_parameters` drawn from
+    ``generators[b]``.
 
     ``forward(x, csr, edge_weight, edge_image, dropout_mask=None, class_mask=None) -> (log O, H^{L+1})``
     where the nodes are padded per image (node n of image b has flat id b * N_max + n) and ``csr`` joins
@@ -229,11 +249,7 @@ class BatchedA2GNN(nn.Module):
         self.cfg = cfg
         self.use_cos, self.use_edge = cfg.attention_terms
         per_image = [init_parameters(in_dim, num_classes, cfg, g) for g in generators]
-        stacked = {k: torch.stack([p[k] for p in per_image]) for k in per_image[0]}
-        self.W0 = nn.Parameter(stacked["W0"])
-        self.w = nn.Parameter(stacked["w"])
-        self.gcn_weight = nn.Parameter(stacked["gcn_weight"]) if "gcn_weight" in stacked else None
-        self.W_out = nn.Parameter(stacked["W_out"])
+        _register_parameters(self, {k: torch.stack([p[k] for p in per_image]) for k in per_image[0]})
 
     def forward(self, x: Tensor, csr: EdgeCSR, edge_weight: Tensor, edge_image: Tensor,
                 dropout_mask: Tensor | None = None, class_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -242,14 +258,51 @@ class BatchedA2GNN(nn.Module):
         if dropout_mask is not None:
             h = h * dropout_mask
         h = h.reshape(b * n_max, -1)
-        if self.gcn_weight is not None:
-            norm = gcn_edge_values(csr, edge_weight)
-            for l in range(self.cfg.layers):
-                agg = propagate(csr, norm, h).view(b, n_max, -1)
-                h = torch.relu(torch.bmm(agg, self.gcn_weight[:, l])).reshape(b * n_max, -1)
-        else:
-            for l in range(self.cfg.layers):
-                w_e = self.w[:, l][edge_image]
-                h = affinity_attention(h, csr, edge_weight, w_e, self.cfg.beta, self.use_cos, self.use_edge)
+        h = LAYER_STACKS[self.cfg.layer_type](self, h, csr, edge_weight, edge_image)
         log_probs = output_log_probs(h.view(b, n_max, -1), self.W_out, class_mask)
         return log_probs.reshape(b * n_max, -1), h
+
+
+# ------------------------------------------------------------------------------------- the L propagation layers
+# One function per layer kind: (model, h (N, F), csr, edge_weight (E,), edge_image) -> H^{L+1} (N, F), where
+# edge_image is None for A2GNN (parameters (L, ...)) and the (E,) image of each edge for BatchedA2GNN
+# (parameters (B, L, ...), h = the B * N_max padded flat nodes).
+Model = typing.Union[A2GNN, BatchedA2GNN]
+
+
+def _affinity_layers(m: Model, h: Tensor, csr: EdgeCSR, edge_weight: Tensor, edge_image: Tensor | None) -> Tensor:
+    """"a2gnn" / "agnn": Eq. (17)-(18), w^l per image gathered per edge when batched."""
+    for l in range(m.cfg.layers):
+        w = m.w[l] if edge_image is None else m.w[:, l][edge_image]
+        h = affinity_attention(h, csr, edge_weight, w, m.cfg.beta, m.use_cos, m.use_edge)
+    return h
+
+
+def _gcn_layers(m: Model, h: Tensor, csr: EdgeCSR, edge_weight: Tensor, edge_image: Tensor | None) -> Tensor:
+    """"gcn": ReLU(D^-1/2 E D^-1/2 H W^l), W^l per image (bmm) when batched."""
+    norm = gcn_edge_values(csr, edge_weight)
+    for l in range(m.cfg.layers):
+        h = torch.relu(per_image_matmul(propagate(csr, norm, h), _layer(m.gcn_weight, l, edge_image is not None)))
+    return h
+
+
+def _gat_layers(m: Model, h: Tensor, csr: EdgeCSR, edge_weight: Tensor, edge_image: Tensor | None) -> Tensor:
+    """"gat": :func:`~a2gnn.gnn.gat.gat_layer` (E_ij unused); when batched, W^l per image (bmm) and the
+    attention vectors gathered per node from the node's image."""
+    batched = edge_image is not None
+    if batched:
+        num_images = m.gat_weight.shape[0]
+        node_image = torch.arange(h.shape[0], device=h.device) // (h.shape[0] // num_images)
+    for l in range(m.cfg.layers):
+        att = _layer(m.gat_att, l, batched)  # (2, F) or (B, 2, F)
+        if batched:
+            att = att.index_select(0, node_image)  # (N, 2, F)
+        h = gat_layer(h, csr, _layer(m.gat_weight, l, batched), att[..., 0, :], att[..., 1, :])
+    return h
+
+
+LAYER_STACKS: dict[str, typing.Callable[..., Tensor]] = {
+    "a2gnn": _affinity_layers, "agnn": _affinity_layers, "gcn": _gcn_layers, "gat": _gat_layers,
+}
+"""layer_type -> the function running the L propagation layers (both modules)."""
+assert tuple(LAYER_STACKS) == LAYER_TYPES
