@@ -306,3 +306,21 @@ def test_agnn_is_attention_without_edge_term():
     assert GNNConfig(layer_type="agnn").attention_terms == (True, False)
     assert GNNConfig(use_edge_term=False).attention_terms == (True, False)
     assert GNNConfig().attention_terms == (True, True)
+
+
+def test_symmetric_self_product_is_computed_once_per_pair_and_equals_the_full_product():
+    """On a symmetric pattern <h_i, h_j> is computed over the half row <= col and mirrored: the same values,
+    bit for bit, as the full SDDMM and as a per-edge dot product."""
+    from a2gnn.gnn.layers import _sddmm
+    from a2gnn.neighbours import grid_pairs, radius_offsets
+
+    edge_index = grid_pairs(5, 4, radius_offsets(2, include_self=True))
+    csr, _ = EdgeCSR.from_edge_index(edge_index, 20)
+    assert csr.symmetric and csr.half.numel() == (csr.num_edges + 20) // 2  # self-edges once, the rest halved
+    assert torch.equal(csr.row[csr.half_mirror], csr.col[csr.half]) and torch.equal(csr.col[csr.half_mirror], csr.row[csr.half])
+    h = torch.randn(20, 7, generator=torch.Generator().manual_seed(0))
+    once = _sddmm(csr, h, h)
+    full = _sddmm(csr, h, h.clone())  # b is not a: the full pattern
+    assert torch.equal(once, full)
+    loop = torch.stack([h[i] @ h[j] for i, j in zip(csr.row.tolist(), csr.col.tolist())])
+    torch.testing.assert_close(once, loop)

@@ -58,7 +58,11 @@ class EdgeCSR:
     (i, j) has its (j, i), as radius neighbourhoods), the transpose reuses the same index arrays.
     Kernel indices are int32 (``torch.sparse`` CPU kernels are ~1.5x faster with them) when N fits.
 
-    Shapes: row, col (E,) int64; crow (N+1,); t_crow (N+1,); t_col, t_perm (E,).
+    Symmetric patterns also keep the half ``row <= col`` (``half``, its CSR ``half_crow`` / ``half_col``, and
+    ``half_mirror`` = the transposed edge of each), so a symmetric product ``<a_i, a_j>`` is computed once per
+    pair (:func:`_sddmm`).
+
+    Shapes: row, col (E,) int64; crow (N+1,); t_crow (N+1,); t_col, t_perm (E,); half, half_mirror (E_h,).
     """
 
     def __init__(self, row: Tensor, col: Tensor, num_nodes: int):
@@ -75,6 +79,12 @@ class EdgeCSR:
         self.symmetric = bool(torch.equal(t_counts, counts) and torch.equal(t_col, col))
         if self.symmetric:
             self.t_crow, self.t_col = self.crow, self.k_col
+            # edge e's transpose is edge t_perm[e]: s_e = <a_i, a_j> is computed once per pair {i, j}
+            self.half = (row <= col).nonzero(as_tuple=True)[0]
+            half_counts = torch.bincount(row[self.half], minlength=self.num_nodes)
+            self.half_crow = torch.cat([half_counts.new_zeros(1), half_counts.cumsum(0)]).to(index_dtype)
+            self.half_col = col[self.half].to(index_dtype)
+            self.half_mirror = self.t_perm[self.half]
         else:
             self.t_crow = torch.cat([t_counts.new_zeros(1), t_counts.cumsum(0)]).to(index_dtype)
             self.t_col = t_col.to(index_dtype)
@@ -100,7 +110,8 @@ class EdgeCSR:
     def to(self, device: torch.device | str) -> "EdgeCSR":
         out = EdgeCSR.__new__(EdgeCSR)
         out.num_nodes, out.symmetric = self.num_nodes, self.symmetric
-        for name in ("row", "col", "crow", "k_col", "t_perm", "t_crow", "t_col"):
+        names = ("row", "col", "crow", "k_col", "t_perm", "t_crow", "t_col")
+        for name in names + (("half", "half_crow", "half_col", "half_mirror") if self.symmetric else ()):
             setattr(out, name, getattr(self, name).to(device))
         return out
 
@@ -122,9 +133,20 @@ class EdgeCSR:
 
 
 def _sddmm(csr: EdgeCSR, a: Tensor, b: Tensor) -> Tensor:
-    """``s_e = <a[row_e], b[col_e]>`` without gradient. Shapes: a, b (N, F) -> (E,)."""
+    """``s_e = <a[row_e], b[col_e]>`` without gradient. Shapes: a, b (N, F) -> (E,).
+
+    With ``b is a`` on a symmetric pattern, only the half ``row <= col`` is computed and mirrored (s is
+    symmetric): ~0.6x the time, the same values bit for bit (each pair's product is the same sum either way)."""
     if csr.num_edges == 0:
         return a.new_zeros(0)
+    if b is a and csr.symmetric:
+        pattern = torch.sparse_csr_tensor(csr.half_crow, csr.half_col, a.new_zeros(csr.half.numel()),
+                                          (csr.num_nodes, csr.num_nodes), check_invariants=False)
+        half = torch.sparse.sampled_addmm(pattern, a.contiguous(), a.t(), beta=0.0).values()
+        out = a.new_empty(csr.num_edges)
+        out[csr.half] = half
+        out[csr.half_mirror] = half
+        return out
     pattern = csr.matrix(a.new_zeros(csr.num_edges))
     return torch.sparse.sampled_addmm(pattern, a.contiguous(), b.t(), beta=0.0).values()
 
