@@ -273,3 +273,12 @@ def test_reg_and_consistency_only_in_second_phase(first_phase, monkeypatch):
 
     fit(forward, torch.optim.Adam(model.parameters()), batch, cfg, [gen])
     assert calls["reg"] == calls["check"] == list(range(first_phase, 6))
+
+
+def test_shard_devices_keeps_one_device_without_several_gpus():
+    from a2gnn.gnn.train import shard_devices
+
+    assert shard_devices("cpu", 4) == ["cpu"]
+    assert shard_devices("cuda:1", 4) == ["cuda:1"]  # an explicit GPU is kept
+    if torch.cuda.device_count() < 2:
+        assert shard_devices("cuda", 4) == ["cuda"]

@@ -33,3 +33,15 @@ def test_benchmark_rows_run_on_cuda(capsys):
 
     bench.main(["--size", "tiny", "--repeats", "1", "--epochs", "1", "--device", "cuda"])
     assert "batched" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_batches_sharded_over_gpus_give_the_one_gpu_result():
+    import pseudo_labels_speed as bench
+
+    graphs = [bench.random_graph(i, grid=8, dim=16, classes=4, radius=2) for i in range(4)]
+    cfg = GNNConfig(epochs=6, first_phase_epochs=3, hidden=16)
+    one = train_a2gnn(graphs, cfg, 4, "cuda:0", batch_images=2)
+    many = train_a2gnn(graphs, cfg, 4, "cuda", batch_images=2, workers=2)
+    for a, b in zip(one, many):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

@@ -413,6 +413,16 @@ def train_batch(graphs: Sequence[ImageGraph], cfg: GNNConfig, num_classes: int, 
     return predict(forward, batch), seed_diagnostics(batch, labels)
 
 
+def shard_devices(device: torch.device | str, workers: int) -> list[str]:
+    """Devices the batches go to: ``device`` itself, or with ``device="cuda"`` (no index), ``workers > 1`` and
+    several GPUs, one GPU per batch in turn (``cuda:0``, ``cuda:1``, ...), each batch trained by a worker
+    process. A batch's result does not depend on which GPU or process trains it (per-image generators)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and workers > 1 and torch.cuda.device_count() > 1:
+        return [f"cuda:{k}" for k in range(torch.cuda.device_count())]
+    return [str(device)]
+
+
 def _train_batch_job(job: tuple) -> tuple[list[Tensor], list[SeedDiagnostics]]:
     return train_batch(*job)
 
@@ -424,8 +434,9 @@ def train_a2gnn(graphs: Sequence[ImageGraph], cfg: GNNConfig, num_classes: int, 
 
     Graphs are grouped by size (sorted by node count, then id) to keep padding small. ``progress`` may wrap
     the iterable of batches (e.g. ``a2gnn.cli.progress``). ``workers > 1`` trains the batches in that many
-    single-threaded processes (CPU only; on a shared CPU this beats intra-op threads, whose spinning
-    barriers stall when another process holds a core); the result does not change.
+    single-threaded processes (on a shared CPU this beats intra-op threads, whose spinning barriers stall when
+    another process holds a core), or with ``device="cuda"`` and several GPUs spreads them over the GPUs
+    (:func:`shard_devices`); the result does not change.
 
     Returns the node probabilities O (N_i, num_classes) of every graph, in the order of ``graphs``. Optional
     extras, appended in this order to make a tuple ``(probs, [labels], [diagnostics])``:
@@ -436,8 +447,10 @@ def train_a2gnn(graphs: Sequence[ImageGraph], cfg: GNNConfig, num_classes: int, 
     if batch_images < 1:
         raise ValueError(f"batch_images must be >= 1, got {batch_images}")
     chunks = [order[s:s + batch_images] for s in range(0, len(order), batch_images)]
-    jobs = [([graphs[i] for i in chunk], cfg, num_classes, device, seed) for chunk in chunks]
-    if workers > 1 and torch.device(device).type == "cpu":
+    devices = shard_devices(device, workers)
+    jobs = [([graphs[i] for i in chunk], cfg, num_classes, devices[k % len(devices)], seed)
+            for k, chunk in enumerate(chunks)]
+    if workers > 1 and (torch.device(device).type == "cpu" or len(devices) > 1):
         outputs = parallel_map(_train_batch_job, jobs, workers, desc="a2gnn")
     else:
         outputs = [_train_batch_job(job) for job in (progress(jobs) if progress is not None else jobs)]
