@@ -166,6 +166,15 @@ def peak_memory_mb(device: torch.device) -> float:
     return max(own, children) / 1024
 
 
+def matmul_peak_gflops(device: torch.device, n: int = 1024, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of a large float32 matrix product on this device and thread count: the practical
+    ceiling the embedding layer (a dense GEMM) can approach."""
+    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    a @ b
+    seconds = min(timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * n**3 / seconds / 1e9
+
+
 def bench(size: str, args: argparse.Namespace, device: torch.device) -> None:
     spec = dict(SIZES[size])
     images = args.images or spec.pop("images")
@@ -232,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    print(f"{device}: a 1024 x 1024 float32 matrix product runs at {matmul_peak_gflops(device):.1f} GFLOP/s "
+          f"({torch.get_num_threads()} threads): the ceiling for the embedding-equivalent figures below")
     for size in [s for s in SIZES if s != "tiny"] if args.size == "all" else [args.size]:
         bench(size, args, device)
 
