@@ -6,9 +6,11 @@ and the A²GNN (training side). Nodes are the pixels of the backbone's feature g
 
 Construction (:func:`build_image_graph`, :func:`build_graphs`): a trained :class:`AffinityNet` gives F_A, whose
 affinities D (Eq. 8) on the radius-r neighbourhood become the edges E (Eq. 14, :func:`affinity_edges`); the
-concatenated backbone taps normalised by Eq. (15) become the node features X; M_g down-sampled to the grid gives
-the node labels; boxes are mapped to the grid (:func:`boxes_to_grid`); the Gaussian kernel of Eq. (13) on the
-grid colours gives the L_reg pairs (:func:`regulariser_pairs`). Every image <-> grid conversion (labels, boxes,
+concatenated backbone taps normalised by Eq. (15) become the node features X; ``graph.edges`` picks the edge
+source from :data:`EDGE_SOURCES` (Table 4(c): ``affinity`` = Eq. 14, the paper; ``l1`` = L1 distance of the node
+features, :func:`l1_edges`; superpixel nodes: :mod:`a2gnn.superpixels`, not wired in); M_g down-sampled to the
+grid gives the node labels; boxes are mapped to the grid (:func:`boxes_to_grid`); the Gaussian kernel of Eq. (13)
+on the grid colours gives the L_reg pairs (:func:`regulariser_pairs`). Every image <-> grid conversion (labels, boxes,
 colours) uses the one stride-aligned mapping of :mod:`a2gnn.grid`, as does the up-sampling of the output.
 """
 
@@ -31,7 +33,7 @@ from a2gnn.config import Config
 from a2gnn.datasets.voc import Annotation, VOCDataset
 from a2gnn.grid import BOX_RULES, LABEL_DOWNSAMPLE_MODES, GridMap
 from a2gnn.io import IGNORE_INDEX
-from a2gnn.neighbours import grid_pairs, neighbour_valid, radius_offsets
+from a2gnn.neighbours import grid_pairs, neighbour_reduce, neighbour_valid, radius_offsets
 
 
 @dataclasses.dataclass
@@ -43,7 +45,8 @@ class ImageGraph:
         x:            (N, D_g) float32 node features, normalised per Eq. (15).
         edge_index:   (2, E) int64, column e = (i, j): node j is in S(i), the neighbourhood node i attends
                       over in Eq. (18) (target i = row 0, source j = row 1); contains the self loop (i, i).
-        edge_weight:  (E,) float32, E_ij of Eq. (14) (affinity D(i, j) > sigma; self loops 1).
+        edge_weight:  (E,) float32, E_ij of Eq. (14) (affinity D(i, j) > sigma; self loops 1), or of
+                      :func:`l1_edges` with ``graph.edges: l1`` (Table 4(c)).
         labels:       (N,) int64 node labels from the down-sampled M_g (Eq. 5), 255 = unlabelled (V^u).
         boxes:        (M, 5) int64 rows [x1, y1, x2, y2, class] on the grid, half-open.
         grid:         (h, w) feature-grid size, N = h * w.
@@ -105,6 +108,8 @@ class GraphConfig(Config):
     box_cells: str = "touch"  # pixel box -> grid cells: "touch" (every cell it meets) | "centre" (cell centre inside)
     batch_size: int = 8  # images of equal size per affinity-CNN forward pass
     feature_dim: int = 0  # k > 0: X -> its top-k principal coordinates per image (speed; 0 = all D_g, the paper)
+    edges: str = "affinity"  # Table 4(c) edge source (EDGE_SOURCES): "affinity" (Eq. 14, paper) | "l1" (L1 of X)
+    l1_scale: float = 1.0  # κ of l1_edges: E_ij = exp(-||x_i - x_j||_1 / (κ · mean in-radius distance))
 
     def validate(self) -> None:
         self.check(self.radius >= 1, "radius", ">= 1")
@@ -118,6 +123,8 @@ class GraphConfig(Config):
         self.check(self.box_cells in BOX_RULES, "box_cells", f"one of {BOX_RULES}")
         self.check(self.batch_size >= 1, "batch_size", ">= 1")
         self.check(self.feature_dim >= 0, "feature_dim", ">= 0")
+        self.check(self.edges in EDGE_SOURCES, "edges", f"one of {tuple(EDGE_SOURCES)}")
+        self.check(self.l1_scale > 0, "l1_scale", "> 0")
 
 
 def normalize_node_features(x: Tensor) -> Tensor:
@@ -194,6 +201,72 @@ def affinity_edges(f_a: Tensor, radius: int, sigma: float) -> tuple[Tensor, Tens
     return _sort_pairs(index[:, keep], d[keep].float(), h * w)
 
 
+def l1_distance_weights(distance: Tensor, pair_distances: Tensor, scale: float) -> Tensor:
+    r"""Soft edge weights from L1 feature distances: :math:`\exp(-d / (\kappa \bar d))`, :math:`\bar d` = mean
+    of ``pair_distances`` (all of them 1 when that mean is 0, i.e. the features are all equal).
+
+    Shared by :func:`l1_edges` (feature-map nodes) and :func:`a2gnn.superpixels.superpixel_edges`.
+
+    Shapes: distance (...), pair_distances (P,) -> (...) in (0, 1].
+    """
+    mean = pair_distances.mean() if pair_distances.numel() else distance.new_zeros(())
+    if mean <= 0:
+        return torch.ones_like(distance)
+    return torch.exp(-distance / (scale * mean))
+
+
+def l1_edges(x_map: Tensor, radius: int, sigma: float, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    r"""Graph edges from the L1 distance of the node features (Table 4(c) "Feat. + Dis."), radius-r neighbourhood.
+
+    The paper: "*Distance (Dis.)* means that we build the graph edge using L1 distance of feature map [21]"
+    (GraphNet: "an adjacency matrix was computed based on the L1 distance between a node and its [...] neighbor
+    nodes"). It gives no formula; we keep Eq. (8)'s form with F_A replaced by the node features X of Eq. (15)
+    and the same σ cut as Eq. (14):
+
+    .. math::
+        E_{ij} = w_{ij} \text{ if } w_{ij} > \sigma \text{ else } 0,\qquad
+        w_{ij} = \exp\Big(-\frac{\|x_i - x_j\|_1}{\kappa\, \bar d}\Big),\qquad
+        \bar d = \operatorname{mean}_{(i, j):\, 0 < \|Pos(i) - Pos(j)\|_2 \le r} \|x_i - x_j\|_1
+
+    Eq. (8)'s normaliser d_A does not transfer: X rows sum to 1 (Eq. 15), so :math:`\|x_i - x_j\|_1 \in [0, 2]`
+    and dividing by D_g (5632) would give w ≈ 1 for every pair. The per-image mean distance :math:`\bar d` (the
+    usual bandwidth heuristic of a Laplacian kernel) makes w invariant to the feature scale and dimension; κ =
+    ``graph.l1_scale``. Self loops have weight 1, both directions are listed, edges sorted by (i, j), exactly as
+    :func:`affinity_edges` (only the weights differ). Distances are computed once per unordered pair (half disc)
+    and mirrored, so E is exactly symmetric; the cost is O(|S(i)| / 2 · D · h w) (run it on the GPU for D_g = 5632).
+
+    Shapes: x_map (D, h, w) node features on the grid (node n = pixel (n // w, n % w)) -> edge_index (2, E)
+    int64 (row 0 = target i, row 1 = neighbour j), edge_weight (E,) float32.
+    """
+    h, w = x_map.shape[-2:]
+    offsets = radius_offsets(radius, include_self=False, half=True)  # one offset of each pair {o, -o}
+    valid = neighbour_valid(h, w, offsets).to(x_map.device)
+    dist = neighbour_reduce(x_map.unsqueeze(0).float(), offsets, lambda a, b: (a - b).abs().sum(dim=1))[0][valid]
+    half = grid_pairs(h, w, offsets).to(x_map.device)
+    weight = l1_distance_weights(dist, dist, scale)
+    keep = weight > sigma
+    nodes = torch.arange(h * w, device=x_map.device)
+    index = torch.cat([torch.stack([nodes, nodes]), half[:, keep], half[:, keep].flip(0)], dim=1)
+    values = torch.cat([torch.ones(h * w, device=x_map.device), weight[keep], weight[keep]]).float()
+    return _sort_pairs(index, values, h * w)
+
+
+def _affinity_source(f_a: Tensor, x: Tensor, cfg: "GraphConfig", device: torch.device | str) -> tuple[Tensor, Tensor]:
+    return affinity_edges(f_a, cfg.radius, cfg.sigma)
+
+
+def _l1_source(f_a: Tensor, x: Tensor, cfg: "GraphConfig", device: torch.device | str) -> tuple[Tensor, Tensor]:
+    h, w = f_a.shape[-2:]
+    index, weight = l1_edges(x.t().reshape(-1, h, w).to(device), cfg.radius, cfg.sigma, cfg.l1_scale)
+    return index.cpu(), weight.cpu()
+
+
+EdgeSource = typing.Callable[[Tensor, Tensor, "GraphConfig", typing.Any], tuple[Tensor, Tensor]]
+EDGE_SOURCES: dict[str, EdgeSource] = {"affinity": _affinity_source, "l1": _l1_source}
+"""Table 4(c) edge sources (``graph.edges``): name -> fn(F_A (d_A, h, w), X (h w, D_g) after Eq. 15, cfg, device)
+-> CPU (edge_index, edge_weight); ``device`` is where a costly source may compute (the affinity CNN's)."""
+
+
 def regulariser_pairs(
     image_grid: Tensor, radius: int, sigma_xy: float, sigma_rgb: float, squared_distance: bool = True
 ) -> tuple[Tensor, Tensor]:
@@ -236,16 +309,18 @@ def _graph_from_outputs(
     m_g: np.ndarray,
     annotation: Annotation,
     cfg: GraphConfig,
+    device: torch.device | str = "cpu",
 ) -> ImageGraph:
-    """ImageGraph of one image from its F_A (d_A, h, w) and concatenated taps (D_g, h, w) (on the CPU)."""
+    """ImageGraph of one image from its F_A (d_A, h, w) and concatenated taps (D_g, h, w) (on the CPU; an edge
+    source may compute on ``device``)."""
     h, w = f_a.shape[-2:]
     mapping = GridMap.from_sizes(image.shape[:2], (h, w))
-    edge_index, edge_weight = affinity_edges(f_a, cfg.radius, cfg.sigma)
+    x = normalize_node_features(features.reshape(features.shape[0], h * w).t().float())
+    edge_index, edge_weight = EDGE_SOURCES[cfg.edges](f_a, x, cfg, device)
     colours = mapping.downsample_image(torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0))
     pair_index, pair_weight = regulariser_pairs(
         colours, cfg.reg_radius, cfg.reg_sigma_xy, cfg.reg_sigma_rgb, cfg.reg_squared_distance
     )
-    x = normalize_node_features(features.reshape(features.shape[0], h * w).t().float())
     x = project_node_features(x, cfg.feature_dim)
     return ImageGraph(
         image_id=image_id,
@@ -280,7 +355,8 @@ def build_image_graph(
     device: torch.device | str = "cpu",
 ) -> ImageGraph:
     """Convert one image to a graph (§4.3.2, Fig. 4): nodes = feature-grid pixels, X = concatenated taps
-    normalised by Eq. (15), E = Eq. (14), labels = M_g down-sampled to the grid, boxes on the grid, L_reg pairs.
+    normalised by Eq. (15), E = Eq. (14) (or :data:`EDGE_SOURCES` ``[cfg.edges]``), labels = M_g down-sampled to
+    the grid, boxes on the grid, L_reg pairs.
 
     The model runs in eval mode (its previous mode is restored). Shapes: image (H, W, 3) uint8, m_g (H, W) uint8.
     """
@@ -292,7 +368,7 @@ def build_image_graph(
         f_a, feats = _forward(model, [image], device)
     finally:
         model.train(was_training)
-    return _graph_from_outputs(annotation.image_id, f_a[0], feats[0], image, m_g, annotation, cfg)
+    return _graph_from_outputs(annotation.image_id, f_a[0], feats[0], image, m_g, annotation, cfg, device)
 
 
 def _image_and_seeds(dataset, seed_dir: os.PathLike | str | None, image_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +411,7 @@ def build_graphs(
             f_a, feats = _forward(model, list(images), device)
             for b, n in enumerate(chunk):
                 graphs[n] = _graph_from_outputs(
-                    ids[n], f_a[b], feats[b], images[b], seeds[b], dataset.annotation(ids[n]), cfg
+                    ids[n], f_a[b], feats[b], images[b], seeds[b], dataset.annotation(ids[n]), cfg, device
                 )
     finally:
         model.train(was_training)
