@@ -451,7 +451,9 @@ def train_a2gnn(graphs: Sequence[ImageGraph], cfg: GNNConfig, num_classes: int, 
     jobs = [([graphs[i] for i in chunk], cfg, num_classes, devices[k % len(devices)], seed)
             for k, chunk in enumerate(chunks)]
     if workers > 1 and (torch.device(device).type == "cpu" or len(devices) > 1):
-        outputs = parallel_map(_train_batch_job, jobs, workers, desc="a2gnn")
+        # largest batches first (they were sorted by size): the last batch to start is a small one, so the
+        # processes finish together (longest-processing-time-first); each batch's result is order-independent
+        outputs = parallel_map(_train_batch_job, jobs[::-1], workers, desc="a2gnn")[::-1]
     else:
         outputs = [_train_batch_job(job) for job in (progress(jobs) if progress is not None else jobs)]
     probs: list[Tensor | None] = [None] * len(graphs)
