@@ -133,7 +133,7 @@ def test_d2_config_from_the_model_zoo():
     assert d2.MODEL.RESNETS.DEPTH == 18 and d2.MODEL.RESNETS.NORM == "BN" and d2.MODEL.BACKBONE.FREEZE_AT == 0
     assert d2.MODEL.ROI_HEADS.NUM_CLASSES == 5 and d2.MODEL.MASK_ON and d2.INPUT.MASK_FORMAT == "bitmask"
     assert d2.MODEL.ANCHOR_GENERATOR.SIZES == [[16], [32], [64], [128], [256]]
-    assert d2.SOLVER.STEPS == (150, 180) and d2.is_frozen()  # lr steps at 0.75 and 0.9 of the 200 iterations
+    assert d2.SOLVER.STEPS == (225, 270) and d2.is_frozen()  # lr steps at 0.75 and 0.9 of the 300 iterations
     paper = build_d2_config(MaskRCNNConfig(depth=101, res2_out_channels=256, weights="imagenet_r101.pkl"), 20)
     assert paper.MODEL.RESNETS.DEPTH == 101 and paper.MODEL.BACKBONE.FREEZE_AT == 2
     with pytest.raises(ConfigError, match="res2_out_channels"):

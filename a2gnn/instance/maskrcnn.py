@@ -84,7 +84,7 @@ class MaskRCNNConfig(Config):
     max_size_train: int = 224  # INPUT.MAX_SIZE_TRAIN (paper: 1333)
     min_size_test: int = 128  # INPUT.MIN_SIZE_TEST (paper: 800)
     max_size_test: int = 224  # INPUT.MAX_SIZE_TEST (paper: 1333)
-    iterations: int = 200  # SOLVER.MAX_ITER (paper 3x schedule: 270000)
+    iterations: int = 300  # SOLVER.MAX_ITER (paper 3x schedule: 270000)
     batch_size: int = 4  # SOLVER.IMS_PER_BATCH (paper: 16)
     lr: float = 0.02  # SOLVER.BASE_LR, SGD momentum 0.9 (paper: 0.02)
     weight_decay: float = 0.0001  # SOLVER.WEIGHT_DECAY (paper: 1e-4)
