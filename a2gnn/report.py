@@ -293,7 +293,8 @@ def per_class_figure(tables: Mapping[str, Sequence[Mapping[str, str]]]):
         width = 0.8 / len(methods)
         for m, method in enumerate(methods):
             ys = [len(rows) - 1 - i + 0.4 - width * (m + 0.5) for i in range(len(rows))]
-            ax.barh(ys, [float(r[method]) for r in rows], height=width, label=method)
+            # an empty cell: the class does not occur in that split (no IoU), drawn as no bar
+            ax.barh(ys, [float(r[method]) if r[method] else 0.0 for r in rows], height=width, label=method)
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels([r["class"] for r in reversed(rows)], fontsize=8)
         ax.set_xlim(0, 1)

@@ -4,47 +4,24 @@ Checks that the pipeline runs and the method works (A²GNN beats the box Baselin
 second ``dvc repro`` does nothing, that a forced rerun reproduces ``dvc.lock`` exactly (determinism),
 that runtime knobs rerun nothing and change no output, that editing a module reruns exactly the stages
 that import it (and their downstream), and that one grabcut parameter reruns only grabcut and downstream.
+The repo and its one full ``dvc repro`` are the session fixture ``reproduced_repo`` (tests/conftest.py), which
+tests/test_remote.py shares; tests that change it restore it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).parent / "profiles" / "tiny.yaml"
+from conftest import run, stages_run
 
 pytestmark = pytest.mark.slow
 COCO_TOLERANCE = 0.1  # |mIoU(COCO reader) - mIoU(VOC reader)| on the same tiny data
 TINY_FLOOR = 0.5  # A²GNN pseudo-label mIoU on the tiny profile must reach this (measured 0.61; Baseline 0.44)
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout + proc.stderr
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def downstream(dvc_yaml: dict, stage: str) -> set[str]:
@@ -68,27 +45,14 @@ def downstream(dvc_yaml: dict, stage: str) -> set[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
-    for name in ("a2gnn", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(TINY.read_text()))
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], repo)
-    run(["git", "config", "user.email", "test@example.com"], repo)
-    run(["git", "config", "user.name", "test"], repo)
-    run(["dvc", "init", "-q"], repo)
-    run([sys.executable, "-m", "a2gnn.datasets.embedded", "--params", "params.yaml", "--out", "data"], repo)
-    run(["dvc", "add", "-q", "data"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "init"], repo)
-    return repo
+@pytest.fixture
+def repo(reproduced_repo) -> Path:
+    """The session's tiny-profile repo after its one full ``dvc repro`` (tests/conftest.py: reproduced_repo)."""
+    return reproduced_repo.path
 
 
-def test_repro_runs_every_stage_and_the_method_works(repo):
-    out = run(["dvc", "repro"], repo)
+def test_repro_runs_every_stage_and_the_method_works(repo, reproduced_repo):
+    out = reproduced_repo.output  # the session's one `dvc repro` of the fresh repo
     dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
     assert stages_run(out) == set(dvc_yaml["stages"])
     precision = json.loads((repo / "metrics" / "seeds_precision.json").read_text())
@@ -102,10 +66,11 @@ def test_repro_runs_every_stage_and_the_method_works(repo):
     assert miou["a2gnn"] >= TINY_FLOOR, miou
     checks = json.loads((repo / "metrics" / "consistency.json").read_text())
     assert 0.0 <= checks["removed_wrong"] <= 1.0
-    deeplab = json.loads((repo / "metrics" / "deeplab_miou_crf.json").read_text())
-    assert set(deeplab) == {"a2gnn", "gt"}
-    for figure in ("ap50", "ap70", "ap75"):
-        assert set(json.loads((repo / "metrics" / f"instance_{figure}.json").read_text())) == {"a2gnn", "gt"}
+    deeplab = json.loads((repo / "metrics" / "segmentation.json").read_text())
+    assert set(deeplab) == {"miou", "miou_crf"} and all(set(v) == {"a2gnn", "gt"} for v in deeplab.values())
+    instance = json.loads((repo / "metrics" / "instance.json").read_text())
+    assert {"ap50", "ap70", "ap75", "ap", "box_ap"} <= set(instance)
+    assert all(set(v) == {"a2gnn", "gt"} for v in instance.values())
 
 
 def dvc_status_stages(repo: Path) -> set[str]:
@@ -165,12 +130,16 @@ def test_changing_a_grabcut_param_reruns_only_grabcut_and_downstream(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["grabcut"]["iterations"] += 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run(["dvc", "repro"], repo)
-    ran = stages_run(out)
-    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
-    assert "grabcut" in ran
-    assert "cam" not in ran
-    assert ran <= downstream(dvc_yaml, "grabcut")
+    try:
+        ran = stages_run(run(["dvc", "repro"], repo))
+        dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
+        assert "grabcut" in ran
+        assert "cam" not in ran
+        assert ran <= downstream(dvc_yaml, "grabcut")
+    finally:  # back to the reproduced commit (params, dvc.lock, metrics; outputs from the cache) for later tests
+        run(["git", "checkout", "--", "."], repo)
+        run(["dvc", "checkout", "--force"], repo)
+    assert dvc_status_stages(repo) == set()
 
 
 def test_coco_input_runs_the_pipeline_from_params_alone(repo, tmp_path_factory):

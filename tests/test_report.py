@@ -142,3 +142,13 @@ def test_dvc_yaml_declares_every_figure_as_a_plot():
     assert sorted(plots) == sorted(f"{figures}/{name}" for name in FIGURES.values())
     assert [next(iter(o)) for o in stage["outs"]] == ["metrics/report.md"]
     assert "metrics/ablations" in stage["deps"] and (ROOT / "metrics" / "ablations" / "README.md").exists()
+
+
+def test_per_class_csv_with_an_absent_class_draws(tmp_path):
+    """A class absent from a split has an empty IoU cell (label_eval's CSV): the figure is still drawn."""
+    from a2gnn import report
+
+    csv = tmp_path / "seeds.csv"
+    csv.write_text("class,M_I,M_B\nbackground,0.9,0.8\ndisc,,\n")
+    report.save_figure(report.per_class_figure({"seeds": report.read_csv(csv)}), tmp_path / "per_class.png")
+    assert (tmp_path / "per_class.png").stat().st_size > 0
