@@ -126,7 +126,7 @@ def train_authors(graph: ImageGraph, cfg: GNNConfig, classes: int, device: torch
         log_p = torch.log_softmax(up_logits, dim=0)
         loss = F.nll_loss(log_p.reshape(classes, -1).t(), seeds, ignore_index=255)
         loss = loss + image_mp_loss(log_p, up_feat, graph.boxes)
-        history.append(float(loss))
+        history.append(loss.item())
         if epoch >= cfg.first_phase_epochs:
             prob = torch.softmax(logits, dim=1)
             loss = loss + cfg.lambda_reg * (kernel * (1.0 - prob @ prob.t())).sum() / n
