@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import torch
 import yaml
 
 from a2gnn.datasets.embedded import EmbeddedConfig, generate
@@ -114,3 +115,13 @@ def reproduced_repo(pipeline_repo) -> Reproduced:
     run(["git", "add", "-A"], pipeline_repo)
     run(["git", "commit", "-qm", "dvc repro"], pipeline_repo)
     return Reproduced(pipeline_repo, output)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only add (large, on a busy machine) synchronisation costs. Modules use it
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,13 +8,7 @@ from a2gnn.consistency import (background_prototypes, box_prototypes, box_seed_c
                                outside_boxes)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add (large, on a busy machine) synchronisation costs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # grid 3 x 4 (node n at (n // 4, n % 4)); box 0 = x [0, 3) y [0, 3), box 1 = x [2, 4) y [0, 2), both class 1

@@ -10,16 +10,11 @@ from a2gnn.gnn.gat import gat_attention, gat_layer, gat_scores, per_image_matmul
 from a2gnn.gnn.layers import EdgeCSR
 from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, init_parameters
 from a2gnn.gnn.train import train_a2gnn, train_a2gnn_single
-from test_gnn_layers import small_graph
+from test_gnn_layers import batched_small_graphs, small_graph
 from test_gnn_train import three_graphs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # hand-built 5-node directed graph (target i, source j), self loops included; node 4 has only its self loop,
@@ -140,19 +135,11 @@ def test_batched_gat_equals_per_image_networks():
     """Same pattern as test_gnn_layers.test_batched_network_equals_per_image_networks, for "gat", with gradients."""
     cfg = GNNConfig(hidden=8, layers=2, layer_type="gat")
     sizes = [(3, 5), (4, 4)]
-    graphs = [small_graph(h, w, 6, i) for i, (h, w) in enumerate(sizes)]
-    n_max = max(h * w for h, w in sizes)
-    x = torch.zeros(2, n_max, 6)
-    rows, cols, ews, imgs = [], [], [], []
-    for b, (xb, csr, ew) in enumerate(graphs):
-        x[b, : xb.shape[0]] = xb
-        rows.append(csr.row + b * n_max), cols.append(csr.col + b * n_max), ews.append(ew)
-        imgs.append(torch.full_like(csr.row, b))
-    bcsr, order = EdgeCSR.from_edge_index(torch.stack([torch.cat(rows), torch.cat(cols)]), 2 * n_max)
+    graphs, x, bcsr, edge_weight, edge_image, n_max = batched_small_graphs(sizes, 6)
     masks = torch.rand(2, n_max, 8, generator=torch.Generator().manual_seed(9)) * 2
     batched = BatchedA2GNN(6, 4, cfg, [torch.Generator().manual_seed(10 + b) for b in range(2)])
     assert batched.gat_weight.shape == (2, 2, 8, 8) and batched.gat_att.shape == (2, 2, 2, 8)
-    lp, hb = batched(x, bcsr, torch.cat(ews)[order], torch.cat(imgs)[order], masks)
+    lp, hb = batched(x, bcsr, edge_weight, edge_image, masks)
     proj = torch.randn(hb.shape, generator=torch.Generator().manual_seed(11))
     (hb * proj).sum().backward()
     for b, (xb, csr, ew) in enumerate(graphs):

@@ -12,13 +12,7 @@ from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, embedding, init_para
 from a2gnn.neighbours import grid_pairs, radius_offsets
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add (large, on a busy machine) synchronisation costs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def five_node_graph():
@@ -262,22 +256,29 @@ def test_network_forward_matches_loops_over_windows():
         assert [math.exp(v) / z for v in logits] == pytest.approx(log_o[i].exp().tolist(), abs=1e-10)
 
 
-@pytest.mark.parametrize("layer_type", ["a2gnn", "gcn"])
-def test_batched_network_equals_per_image_networks(layer_type):
-    cfg = GNNConfig(hidden=8, layer_type=layer_type)
-    sizes = [(3, 5), (4, 4), (2, 3)]
-    graphs = [small_graph(h, w, 6, i) for i, (h, w) in enumerate(sizes)]
+def batched_small_graphs(sizes, dim):
+    """``small_graph`` per (h, w) in ``sizes``, laid out as BatchedA2GNN takes them: nodes padded to n_max, the
+    graphs joined block-diagonally. -> (graphs, x (B, n_max, dim), csr, edge_weight, edge_image, n_max)."""
+    graphs = [small_graph(h, w, dim, i) for i, (h, w) in enumerate(sizes)]
     n_max = max(h * w for h, w in sizes)
-    x = torch.zeros(3, n_max, 6)
+    x = torch.zeros(len(sizes), n_max, dim)
     rows, cols, ews, imgs = [], [], [], []
     for b, (xb, csr, ew) in enumerate(graphs):
         x[b, : xb.shape[0]] = xb
         rows.append(csr.row + b * n_max), cols.append(csr.col + b * n_max), ews.append(ew)
         imgs.append(torch.full_like(csr.row, b))
-    bcsr, order = EdgeCSR.from_edge_index(torch.stack([torch.cat(rows), torch.cat(cols)]), 3 * n_max)
+    bcsr, order = EdgeCSR.from_edge_index(torch.stack([torch.cat(rows), torch.cat(cols)]), len(sizes) * n_max)
+    return graphs, x, bcsr, torch.cat(ews)[order], torch.cat(imgs)[order], n_max
+
+
+@pytest.mark.parametrize("layer_type", ["a2gnn", "gcn"])
+def test_batched_network_equals_per_image_networks(layer_type):
+    cfg = GNNConfig(hidden=8, layer_type=layer_type)
+    sizes = [(3, 5), (4, 4), (2, 3)]
+    graphs, x, bcsr, edge_weight, edge_image, n_max = batched_small_graphs(sizes, 6)
     masks = torch.rand(3, n_max, 8, generator=torch.Generator().manual_seed(9)) * 2
     batched = BatchedA2GNN(6, 4, cfg, [torch.Generator().manual_seed(10 + b) for b in range(3)])
-    lp, hb = batched(x, bcsr, torch.cat(ews)[order], torch.cat(imgs)[order], masks)
+    lp, hb = batched(x, bcsr, edge_weight, edge_image, masks)
     for b, (xb, csr, ew) in enumerate(graphs):
         single = A2GNN(6, 4, cfg, torch.Generator().manual_seed(10 + b))
         n = xb.shape[0]

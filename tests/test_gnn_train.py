@@ -12,13 +12,7 @@ from a2gnn.io import DataError
 from a2gnn.neighbours import grid_pairs, radius_offsets
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add (large, on a busy machine) synchronisation costs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 NUM_CLASSES = 4

@@ -9,12 +9,7 @@ from a2gnn.grid import GridMap, infer_stride
 H, W, S = 37, 53, 8  # -> grid 5 x 7; last cell row holds 5 pixel rows, last cell column 5 pixel columns
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cell_span(a, s, n):

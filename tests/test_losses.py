@@ -12,13 +12,7 @@ from a2gnn.losses import (box_lines, cross_entropy_image_loss, cross_entropy_los
                           upsampled_log_probs)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add (large, on a busy machine) synchronisation costs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- Eq. (21) -------------------------------------------------------------------------------------------
