@@ -63,8 +63,13 @@ def test_every_override_key_is_in_params_yaml():
 
 def test_names_are_unique_and_fig7_covers_every_layer():
     for name, table in TABLES.items():
-        names = [experiment_name(name, row) for row in table.rows]
-        assert len(set(names)) == len(names)
+        assert len({row.name for row in table.rows}) == len(table.rows)
+        by_experiment = {}
+        for row in table.rows:  # rows may share an experiment (other metric keys) only with the same switches
+            by_experiment.setdefault(experiment_name(name, row), []).append(row)
+        for rows in by_experiment.values():
+            assert all(r.overrides == rows[0].overrides for r in rows)
+            assert len({r.metric for r in rows}) == len(rows)
     fig7 = {row.name: row for row in TABLES["fig7"].rows}
     for layer in ("gcn", "gat", "agnn", "a2gnn"):
         for variant in ("ce", "full"):
@@ -250,3 +255,20 @@ def test_dvc_status_agrees_on_the_stages_a_gnn_row_changes(tmp_path):
     expected = changed_stages(DVC_YAML, PARAMS, overrides)
     assert expected == {"pseudo_labels", "affinity"}
     assert after - before == expected - before  # (stages already stale against dvc.lock cannot show a change)
+
+
+def test_rows_sharing_an_experiment_are_queued_once_and_read_their_own_metric():
+    calls = []
+
+    def fake_dvc(args, capture=False):
+        calls.append(args)
+        return "[]"
+
+    ablations.run_table(["cam_stride4"], jobs=1, target=ablations.TARGET, run=fake_dvc)
+    queued = [c[c.index("-n") + 1] for c in calls if c[:3] == ["exp", "run", "--queue"]]
+    assert queued.count("cam_stride4-run") == 1 and len(queued) == len(set(queued))
+    record = {"state": "success", "params": {}, "metrics": {
+        ablations.METRIC_FILE: {"a2gnn": 0.8, "rw": 0.7, "baseline": 0.6}}}
+    result = ablations.collect("cam_stride4", None, {"cam_stride4-run": record})
+    ours = {row["name"]: row["ours"] for row in result["rows"] if row["experiment"] == "cam_stride4-run"}
+    assert ours == {"baseline": 60.0, "rw": 70.0, "a2gnn": 80.0}
