@@ -56,7 +56,7 @@ class Row:
     label: str  # what the row is, in the paper's words
     overrides: Mapping[str, Any] | None  # `dvc exp run -S key=value` switches
     paper: float | None  # the paper's number, % (None: not printed in the paper's text or tables)
-    metric: str = "a2gnn"  # key of METRIC_FILE that is "ours"
+    metric: str = "a2gnn"  # key (dotted) of the table's metric file that is "ours", or "<file>:<key>"
     note: str = ""
     exp: str = ""  # experiment slug when several rows read one experiment (other metric keys); default: name
 
@@ -66,9 +66,26 @@ class Table:
     title: str
     rows: tuple[Row, ...]
     paper_metric: str = "pseudo-label mIoU (%), PASCAL VOC 2012 train"
+    metric_file: str = METRIC_FILE  # where "ours" is read (rows may name another file)
+    target: str | tuple[str, ...] = TARGET  # the stage(s) an experiment reproduces (with their upstream)
+    metric: str = METRIC  # what "ours" is, in words
+
+
+def row_metric(table: "Table", row: Row) -> tuple[str, str]:
+    """(metrics file, dotted key) of a row's "ours"."""
+    file, _, key = row.metric.rpartition(":")
+    return (file or table.metric_file), key
 
 
 CE_ONLY = {"gnn.use_reg": False, "gnn.use_mp": False, "gnn.use_consistency": False}
+
+
+def WEAK(supervision: str) -> dict[str, Any]:
+    """§7 switches: the supervision's seeds for both networks, and no box-only part (MP, consistency, box mask)."""
+    return {"weak.supervision": supervision, "affinity.seeds": "weak/affinity", "gnn.seeds": "weak/gnn",
+            "gnn.use_mp": False, "gnn.use_consistency": False, "postprocess.box_constraint": False}
+
+
 # the stronger CAM of a2gnn/seeds/cam.py's docstring: stride 4, 20 epochs, batch 4, bg_alpha 2
 STRIDE4 = {"cam.backbone.stride": 4, "cam.epochs": 20, "cam.batch_size": 4, "cam.bg_alpha": 2.0}
 
@@ -91,7 +108,8 @@ TABLES: dict[str, Table] = {
         Row("full", "L_ce + L_reg + L_mp + C.C.", {}, 78.8),
     )),
     "table4c": Table("Table 4(c): how the graph is built", (
-        Row("sp-dis", "superpixel nodes, L1-distance edges (GraphNet)", None, 73.3),
+        Row("sp-dis", "superpixel nodes, L1-distance edges (GraphNet)", {"graph.nodes": "superpixels", "graph.edges": "l1"},
+            73.3),
         Row("feat-dis", "feature-map nodes, L1-distance edges", {"graph.edges": "l1"}, 74.7),
         Row("feat-aff", "feature-map nodes, affinity-CNN edges (ours)", {}, 78.8),
     )),
@@ -146,12 +164,26 @@ TABLES: dict[str, Table] = {
         Row("baseline-bga2", "Baseline, bg_alpha 2", {**STRIDE4, "baseline.bg_alpha": 2.0}, None, "baseline"),
         Row("baseline-bga4", "Baseline, bg_alpha 4", {**STRIDE4, "baseline.bg_alpha": 4.0}, None, "baseline"),
     )),
-    "table5": Table("Table 5: other weak supervision (DeepLab val mIoU, not pseudo labels)", (
-        Row("scribble", "scribbles, Deeplab-Resnet101", None, 74.3),
-        Row("point", "points, Deeplab-Resnet101", None, 66.8),
-        Row("image", "image-level labels, Deeplab-Resnet101", None, 66.8),
-        Row("image-saliency", "image-level labels + saliency, Deeplab-Resnet101", None, 68.3),
-    ), paper_metric="DeepLab val mIoU (%), PASCAL VOC 2012"),
+    "table5": Table("Table 5: other weak supervision (§7; DeepLab val mIoU with CRF, and the pseudo labels)", (
+        Row("box", "boxes (the main task), DeepLab", {}, None, "miou_crf.a2gnn",
+            note="paper: 76.8 is DeepLab-ResNet101's full-supervision upper bound"),
+        Row("scribble", "scribbles, DeepLab", WEAK("scribble"), 74.3, "miou_crf.a2gnn"),
+        Row("point", "points, DeepLab", WEAK("point"), 66.8, "miou_crf.a2gnn"),
+        Row("image", "image-level labels (+ RW 1:3), DeepLab", {**WEAK("image"), "weak.rw_fusion": 0.75}, 66.8,
+            "miou_crf.a2gnn"),
+        Row("image-saliency", "image-level labels + saliency, DeepLab", None, 68.3,
+            note="needs a saliency model trained on extra pixel-level data: out of scope"),
+        Row("box-labels", "boxes: pseudo labels (train)", {}, 78.8, f"{METRIC_FILE}:a2gnn", exp="box"),
+        Row("scribble-labels", "scribbles: pseudo labels (train)", WEAK("scribble"), None, f"{METRIC_FILE}:a2gnn",
+            exp="scribble"),
+        Row("point-labels", "points: pseudo labels (train)", WEAK("point"), None, f"{METRIC_FILE}:a2gnn",
+            exp="point"),
+        Row("image-labels", "image-level: pseudo labels (train)", {**WEAK("image"), "weak.rw_fusion": 0.75}, 65.3,
+            f"{METRIC_FILE}:a2gnn", exp="image", note="paper: Table 6"),
+        Row("gt", "ground truth, DeepLab (upper bound)", {}, 76.8, "miou_crf.gt", exp="box"),
+    ), paper_metric="DeepLab val mIoU (%), PASCAL VOC 2012 (Table 5); pseudo labels: train mIoU (Table 6)",
+        metric_file="metrics/segmentation.json", target=(TARGET, "evaluate_deeplab"),
+        metric="DeepLab val mIoU with CRF (%) / pseudo-label train mIoU (%)"),
 }
 
 
@@ -181,14 +213,18 @@ def switches(row: Row) -> str:
     return " ".join(f"{key}={format_value(value)}" for key, value in row.overrides.items())
 
 
-def queue_command(table: str, row: Row, target: str | None = TARGET) -> list[str]:
+def queue_command(table: str, row: Row, target: str | Sequence[str] | None = TARGET) -> list[str]:
     """``dvc`` arguments that queue the row's experiment (empty for the default run and unimplemented rows)."""
     if not row.overrides:
         return []
     cmd = ["exp", "run", "--queue", "-n", experiment_name(table, row)]
     for key, value in row.overrides.items():
         cmd += ["-S", f"{key}={format_value(value)}"]
-    return cmd + ([target] if target else [])
+    return cmd + _targets(target)
+
+
+def _targets(target: str | Sequence[str] | None) -> list[str]:
+    return [] if not target else [target] if isinstance(target, str) else list(target)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -273,14 +309,16 @@ def upstream(graph: Mapping[str, set[str]], stage: str) -> set[str]:
 
 
 def stages_to_rerun(dvc_yaml: Mapping[str, Any], values: Mapping[str, Any], overrides: Mapping[str, Any] | None,
-                    target: str | None = TARGET) -> set[str]:
+                    target: str | Sequence[str] | None = TARGET) -> set[str]:
     """Stages a row's experiment reruns (the rest are reused from the cache); only ``target``'s upstream if given."""
     if not overrides:
         return set()
     new = with_overrides(values, overrides)
     graph = stage_graph(dvc_yaml, new)
     rerun = downstream(graph, changed_stages(dvc_yaml, values, overrides))
-    return rerun & upstream(graph, target) if target else rerun
+    if not target:
+        return rerun
+    return rerun & set().union(*(upstream(graph, t) for t in _targets(target)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -339,7 +377,7 @@ def row_result(table: str, row: Row, default: Mapping[str, Any] | None,
     """One row's result: the row's definition plus ``ours`` (%, or None) and its ``state``."""
     result = {"name": row.name, "label": row.label, "switches": switches(row), "paper": row.paper,
               "overrides": None if row.overrides is None else dict(row.overrides),
-              "metric": f"{METRIC_FILE}:{row.metric}", "note": row.note, "ours": None,
+              "metric": ":".join(row_metric(TABLES[table], row)), "note": row.note, "ours": None,
               "experiment": experiment_name(table, row) if row.overrides else None}
     if row.overrides is None:
         result["state"] = NOT_IMPLEMENTED
@@ -355,7 +393,8 @@ def row_result(table: str, row: Row, default: Mapping[str, Any] | None,
         result["state"] = "params differ: " + " ".join(differ)  # an older experiment of that name
         return result
     if result["state"] in ("success", DEFAULT_RUN):
-        result["ours"] = _percent(record["metrics"].get(METRIC_FILE, {}).get(row.metric))
+        file, key = row_metric(TABLES[table], row)
+        result["ours"] = _percent(lookup_or(record["metrics"].get(file, {}), key))
     return result
 
 
@@ -369,7 +408,8 @@ def lookup_or(tree: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
 def collect(table: str, default: Mapping[str, Any] | None, experiments: Mapping[str, Mapping[str, Any]]) -> dict:
     """A table's machine-readable result (what ``metrics/ablations/<table>.json`` holds)."""
     spec = TABLES[table]
-    return {"table": table, "title": spec.title, "paper_metric": spec.paper_metric, "metric": METRIC,
+    return {"table": table, "title": spec.title, "paper_metric": spec.paper_metric, "metric": spec.metric,
+            "metric_file": spec.metric_file,
             "rows": [row_result(table, row, default, experiments) for row in spec.rows]}
 
 
@@ -383,15 +423,17 @@ def format_table(result: Mapping[str, Any]) -> str:
     for row in result["rows"]:
         ours = _cell(row["ours"]) if row["ours"] is not None else row["state"]
         sw = row["switches"] if row["switches"] in (NOT_IMPLEMENTED, DEFAULT_RUN) else f"`{row['switches']}`"
-        key = row["metric"].rsplit(":", 1)[-1]
-        note = "; ".join(n for n in (f"ours: `{key}` labels" if key != "a2gnn" else "", row["note"]) if n)
+        file, _, key = row["metric"].rpartition(":")
+        default = file == result.get("metric_file", METRIC_FILE) and key == "a2gnn"
+        where = key if file == result.get("metric_file", METRIC_FILE) else row["metric"]
+        note = "; ".join(n for n in ("" if default else f"ours: `{where}`", row["note"]) if n)
         lines.append(f"| {row['label']} | {sw} | {_cell(row['paper'])} | {ours} | {note} |")
     return "\n".join(lines) + "\n"
 
 
 def format_markdown(result: Mapping[str, Any]) -> str:
     return (f"## {result['title']}\n\npaper: {result['paper_metric']}; ours: {result['metric']} "
-            f"(`{METRIC_FILE}`), written by `python -m a2gnn.ablations {result['table']}`.\n\n"
+            f"(`{result.get('metric_file', METRIC_FILE)}`), written by `python -m a2gnn.ablations {result['table']}`.\n\n"
             + format_table(result))
 
 
@@ -434,7 +476,7 @@ def run_table(tables: Sequence[str], jobs: int, target: str | None, run: Callabl
     if stale:
         run(["exp", "remove", *stale])
     for table, row in rows:
-        run(queue_command(table, row, target))
+        run(queue_command(table, row, target and TABLES[table].target))
     if rows:
         run(["exp", "run", "--run-all", "--jobs", str(jobs)])
 
@@ -456,11 +498,13 @@ def dry_run(tables: Sequence[str], root: Path, target: str | None) -> str:
             if row.overrides is None:
                 lines.append(f"{name}: {NOT_IMPLEMENTED}")
             elif not row.overrides:
-                lines.append(f"{name}: {DEFAULT_RUN} (reads {METRIC_FILE}:{row.metric} of the baseline commit)")
+                lines.append(f"{name}: {DEFAULT_RUN} (reads {':'.join(row_metric(TABLES[table], row))} of the "
+                             f"baseline commit)")
             else:
-                rerun = stages_to_rerun(dvc_yaml, values, row.overrides, target)
+                own = target and TABLES[table].target
+                rerun = stages_to_rerun(dvc_yaml, values, row.overrides, own)
                 order = list(dvc_yaml["stages"])
-                lines.append("dvc " + " ".join(queue_command(table, row, target)))
+                lines.append("dvc " + " ".join(queue_command(table, row, own)))
                 lines.append(f"    reruns: {', '.join(sorted(rerun, key=order.index))}")
     return "\n".join(lines) + "\n"
 
@@ -471,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", action="store_true", help="queue and run the rows' experiments, then collect")
     parser.add_argument("--dry", action="store_true", help="print the commands and the stages each row reruns")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="experiments run at a time (default 1)")
-    parser.add_argument("--full", action="store_true", help=f"run the whole pipeline per row (default: {TARGET})")
+    parser.add_argument("--full", action="store_true",
+                        help=f"run the whole pipeline per row (default: the table's target, mostly {TARGET})")
     parser.add_argument("--all-commits", action="store_true", help="collect experiments of every commit")
     parser.add_argument("--write", action="store_true", help="write the table even if no experiment was found")
     parser.add_argument("--list", action="store_true", help="print the tables and their rows")

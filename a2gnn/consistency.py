@@ -63,21 +63,35 @@ def box_nodes(boxes: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
     return box, node
 
 
-def box_seed_candidates(labels: Tensor, boxes: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """The (box, node) pairs Eq. (28) checks: nodes inside box j whose seed label is box j's class.
+def member_seed_candidates(labels: Tensor, boxes: Tensor, box: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
+    """Of the (box, node) membership pairs (:func:`box_nodes`, or the superpixel form
+    :func:`a2gnn.superpixels.superpixel_box_nodes`), those Eq. (28) checks: the node's seed is the box's class.
 
-    Shapes: labels (N,), boxes (M, 5) -> cand_box (Q,), cand_node (Q,), sorted by box then node.
+    Shapes: labels (N,), boxes (M, 5), box / node (Q,) -> cand_box (Q',), cand_node (Q',) in the same order.
     """
-    box, node = box_nodes(boxes, grid)
     keep = labels[node] == boxes.to(torch.int64)[box, 4]
     return box[keep], node[keep]
 
 
+def nodes_outside(inside_node: Tensor, num_nodes: int) -> Tensor:
+    """Nodes that are in no box, given the nodes of every (box, node) membership pair. Shapes: (Q,) -> (R,) ids."""
+    inside = torch.zeros(num_nodes, dtype=torch.bool, device=inside_node.device)
+    inside[inside_node] = True
+    return (~inside).nonzero(as_tuple=True)[0]
+
+
+def box_seed_candidates(labels: Tensor, boxes: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The (box, node) pairs Eq. (28) checks: nodes inside box j whose seed label is box j's class (grid nodes).
+
+    Shapes: labels (N,), boxes (M, 5) -> cand_box (Q,), cand_node (Q,), sorted by box then node.
+    """
+    box, node = box_nodes(boxes, grid)
+    return member_seed_candidates(labels, boxes, box, node)
+
+
 def outside_boxes(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
     """Nodes outside every box (background by box supervision). Shapes: boxes (M, 5) -> (R,) node ids."""
-    inside = torch.zeros(grid[0] * grid[1], dtype=torch.bool, device=boxes.device)
-    inside[box_nodes(boxes, grid)[1]] = True
-    return (~inside).nonzero(as_tuple=True)[0]
+    return nodes_outside(box_nodes(boxes, grid)[1].to(boxes.device), grid[0] * grid[1])
 
 
 def background_prototypes(h: Tensor, outside_node: Tensor, outside_image: Tensor,

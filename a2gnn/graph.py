@@ -1,17 +1,25 @@
-"""Image -> graph (paper §4.3.2, Eq. 14-15).
+"""Image -> graph (paper §4.3.2, Eq. 14-15; Table 4(c) variants).
 
 The :class:`ImageGraph` container is the contract between graph construction (affinity CNN side)
-and the A²GNN (training side). Nodes are the pixels of the backbone's feature grid of size
-``(h, w)``; node ``n`` sits at row ``n // w`` and column ``n % w``.
+and the A²GNN (training side). Its boxes, colours and ``grid`` live on the backbone's feature grid of size
+``(h, w)``; what a *node* is depends on ``graph.nodes`` (:data:`a2gnn.graph_nodes.NODE_LAYOUTS`, Table 4(c)):
+
+* ``grid`` (the paper, default): node ``n`` is the feature-grid pixel at row ``n // w`` and column ``n % w``
+  (:func:`grid_node_fields`, :class:`a2gnn.graph_nodes.GridNodes`).
+* ``superpixels`` (Table 4(c) "S.P. + Dis.", GraphNet [21]): node ``k`` is SLIC [23] superpixel ``k`` of the image,
+  ``ImageGraph.superpixels`` its (H, W) id map (:mod:`a2gnn.superpixels`, :class:`a2gnn.graph_nodes.SuperpixelNodes`).
 
 Construction (:func:`build_image_graph`, :func:`build_graphs`): a trained :class:`AffinityNet` gives F_A, whose
 affinities D (Eq. 8) on the radius-r neighbourhood become the edges E (Eq. 14, :func:`affinity_edges`); the
 concatenated backbone taps normalised by Eq. (15) become the node features X; ``graph.edges`` picks the edge
 source from :data:`EDGE_SOURCES` (Table 4(c): ``affinity`` = Eq. 14, the paper; ``l1`` = L1 distance of the node
-features, :func:`l1_edges`; superpixel nodes: :mod:`a2gnn.superpixels`, not wired in); M_g down-sampled to the
-grid gives the node labels; boxes are mapped to the grid (:func:`boxes_to_grid`); the Gaussian kernel of Eq. (13)
-on the grid colours gives the L_reg pairs (:func:`regulariser_pairs`). Every image <-> grid conversion (labels, boxes,
-colours) uses the one stride-aligned mapping of :mod:`a2gnn.grid`, as does the up-sampling of the output.
+features, :func:`l1_edges`); M_g down-sampled to the grid gives the node labels; boxes are mapped to the grid
+(:func:`boxes_to_grid`); the Gaussian kernel of Eq. (13) on the grid colours gives the L_reg pairs
+(:func:`regulariser_pairs`). Every image <-> grid conversion (labels, boxes, colours) uses the one stride-aligned
+mapping of :mod:`a2gnn.grid`, as does the up-sampling of the output. Everything that depends on the kind of node
+(node fields, box lines of L_mp, nodes inside a box for Eq. 27-28, the pixel taps of image-resolution L_ce, the
+output -> image mapping) is a method of the :class:`a2gnn.graph_nodes.NodeLayout` that ``graph.nodes`` names in
+:data:`a2gnn.graph_nodes.NODE_LAYOUTS` (:func:`node_layout`): the one dispatch.
 """
 
 from __future__ import annotations
@@ -40,22 +48,25 @@ from a2gnn.neighbours import grid_pairs, neighbour_reduce, neighbour_valid, radi
 class ImageGraph:
     """One image as a graph G = (V, E) with node features X, labels and boxes.
 
-    Fields (N nodes, E edges, P regulariser pairs, M boxes, D_g feature size):
+    Fields (N nodes: h * w grid cells, or K superpixels; E edges, P regulariser pairs, M boxes, D_g feature size):
         image_id:     the image's id.
         x:            (N, D_g) float32 node features, normalised per Eq. (15).
         edge_index:   (2, E) int64, column e = (i, j): node j is in S(i), the neighbourhood node i attends
                       over in Eq. (18) (target i = row 0, source j = row 1); contains the self loop (i, i).
         edge_weight:  (E,) float32, E_ij of Eq. (14) (affinity D(i, j) > sigma; self loops 1), or of
-                      :func:`l1_edges` with ``graph.edges: l1`` (Table 4(c)).
+                      :func:`l1_edges` with ``graph.edges: l1`` (Table 4(c)), or of
+                      :func:`a2gnn.superpixels.superpixel_edges` with ``graph.nodes: superpixels``.
         labels:       (N,) int64 node labels from the down-sampled M_g (Eq. 5), 255 = unlabelled (V^u).
         boxes:        (M, 5) int64 rows [x1, y1, x2, y2, class] on the grid, half-open.
-        grid:         (h, w) feature-grid size, N = h * w.
+        grid:         (h, w) feature-grid size (N = h * w for grid nodes).
         image_size:   (H, W) of the image the grid came from.
         pair_index:   (2, P) int64 pairs (a, b), a != b, within the regulariser radius (Eq. 11 / 22).
         pair_weight:  (P,) float32 Gaussian kernel G(a, b) of Eq. (13) for those pairs.
         image:        optional (3, h, w) float32 image colours on the grid in [0, 1] (for L_reg / CRF users).
         seeds:        optional (H, W) uint8 full-resolution M_g (255 = unlabelled), for L_ce at image resolution
                       (``GNNConfig.ce_resolution = "image"``); uint8 keeps it at H*W bytes per image.
+        superpixels:  None for grid nodes; with ``graph.nodes: superpixels`` the (H, W) int64 node id of every
+                      pixel (SLIC labels 0..K-1, N = K).
     """
 
     image_id: str
@@ -70,6 +81,7 @@ class ImageGraph:
     pair_weight: Tensor
     image: Tensor | None = None
     seeds: Tensor | None = None
+    superpixels: Tensor | None = None
 
     @property
     def grid_map(self) -> GridMap:
@@ -77,8 +89,20 @@ class ImageGraph:
         return GridMap.from_sizes(self.image_size, self.grid)
 
     @property
+    def nodes(self) -> str:
+        """The kind of node, a key of :func:`node_layouts`: "grid", or "superpixels" when the id map is set."""
+        return "grid" if self.superpixels is None else "superpixels"
+
+    @property
+    def layout(self) -> typing.Any:
+        """The :class:`a2gnn.graph_nodes.NodeLayout` of this graph's nodes (:func:`node_layout` of :attr:`nodes`)."""
+        return node_layout(self.nodes)
+
+    @property
     def num_nodes(self) -> int:
-        return self.grid[0] * self.grid[1]
+        if self.superpixels is None:
+            return self.grid[0] * self.grid[1]
+        return int(self.superpixels.max()) + 1 if self.superpixels.numel() else 0
 
     def to(self, device: torch.device | str) -> "ImageGraph":
         moved = {
@@ -95,7 +119,8 @@ class ImageGraph:
 
 @dataclasses.dataclass(frozen=True)
 class GraphConfig(Config):
-    """``graph`` section: image -> graph conversion (Eq. 14-15) and the L_reg pairs (Eq. 13, 22)."""
+    """``graph`` section: image -> graph conversion (Eq. 14-15) and the L_reg pairs (Eq. 13, 22); ``nodes`` picks
+    grid or superpixel nodes (Table 4(c), :mod:`a2gnn.graph_nodes`), the ``sp_*`` keys configure SLIC [23]."""
 
     SECTION: typing.ClassVar[str] = "graph"
     radius: int = 5  # r of the neighbourhood S(i) / edges E (paper §5: r = 5 for training and inference)
@@ -110,6 +135,9 @@ class GraphConfig(Config):
     feature_dim: int = 0  # k > 0: X -> its top-k principal coordinates per image (speed; 0 = all D_g, the paper)
     edges: str = "affinity"  # Table 4(c) edge source (EDGE_SOURCES): "affinity" (Eq. 14, paper) | "l1" (L1 of X)
     l1_scale: float = 1.0  # κ of l1_edges: E_ij = exp(-||x_i - x_j||_1 / (κ · mean in-radius distance))
+    nodes: str = "grid"  # Table 4(c) nodes (node_layouts()): "grid" (feature-map pixels, paper) | "superpixels" ([21])
+    sp_segments: int = 400  # SLIC [23] seeds per image with nodes "superpixels" ([21] gives none)
+    sp_compactness: float = 10.0  # m of SLIC [23]: spatial vs Lab distance weight (SLIC's default)
 
     def validate(self) -> None:
         self.check(self.radius >= 1, "radius", ">= 1")
@@ -125,6 +153,12 @@ class GraphConfig(Config):
         self.check(self.feature_dim >= 0, "feature_dim", ">= 0")
         self.check(self.edges in EDGE_SOURCES, "edges", f"one of {tuple(EDGE_SOURCES)}")
         self.check(self.l1_scale > 0, "l1_scale", "> 0")
+        self.check(self.nodes in node_layouts(), "nodes", f"one of {tuple(node_layouts())}")
+        self.check(self.sp_segments >= 1, "sp_segments", ">= 1")
+        self.check(self.sp_compactness > 0, "sp_compactness", "> 0")
+        # Table 4(c) "S.P. + Dis.": superpixel nodes only with L1-distance edges (GraphNet [21]); F_A is a map
+        # on the grid and Eq. (14) has no superpixel form in the paper
+        self.check(self.nodes != "superpixels" or self.edges == "l1", "edges", "'l1' with nodes 'superpixels'")
 
 
 def normalize_node_features(x: Tensor) -> Tensor:
@@ -301,6 +335,54 @@ def boxes_to_grid(annotation: Annotation, grid: tuple[int, int], rule: str = "to
     return GridMap.from_sizes((annotation.height, annotation.width), grid).boxes(b, rule)
 
 
+class NodeFields(typing.NamedTuple):
+    """The node-dependent part of an :class:`ImageGraph`, as a :class:`a2gnn.graph_nodes.NodeLayout` builds it.
+
+    Shapes (N nodes): x (N, D_g) after Eq. (15), before ``graph.feature_dim``'s projection; edge_index (2, E),
+    edge_weight (E,); labels (N,); pair_index (2, P), pair_weight (P,); superpixels (H, W) int64 or None (grid).
+    """
+
+    x: Tensor
+    edge_index: Tensor
+    edge_weight: Tensor
+    labels: Tensor
+    pair_index: Tensor
+    pair_weight: Tensor
+    superpixels: Tensor | None = None
+
+
+def grid_node_fields(
+    f_a: Tensor, features: Tensor, m_g: np.ndarray, colours: Tensor, cfg: GraphConfig, device: torch.device | str
+) -> NodeFields:
+    """Grid nodes (the paper, §4.3.2): X = the taps by Eq. (15), E from :data:`EDGE_SOURCES` ``[cfg.edges]``, labels =
+    M_g down-sampled to the grid (``cfg.label_downsample``), L_reg pairs of Eq. (13) on the grid colours.
+
+    Shapes: f_a (d_A, h, w), features (D_g, h, w), m_g (H, W) uint8, colours (3, h, w) in [0, 1] -> N = h w.
+    """
+    h, w = f_a.shape[-2:]
+    mapping = GridMap.from_sizes(m_g.shape[:2], (h, w))
+    x = normalize_node_features(features.reshape(features.shape[0], h * w).t().float())
+    edge_index, edge_weight = EDGE_SOURCES[cfg.edges](f_a, x, cfg, device)
+    pair_index, pair_weight = regulariser_pairs(
+        colours, cfg.reg_radius, cfg.reg_sigma_xy, cfg.reg_sigma_rgb, cfg.reg_squared_distance
+    )
+    labels = mapping.downsample_labels(m_g, cfg.label_downsample).reshape(-1)
+    return NodeFields(x, edge_index, edge_weight, labels, pair_index, pair_weight)
+
+
+def node_layouts() -> dict[str, typing.Any]:
+    """The ``graph.nodes`` registry, :data:`a2gnn.graph_nodes.NODE_LAYOUTS` (name -> NodeLayout). Imported on first
+    use because the layouts build on this module (and on :mod:`a2gnn.superpixels`, which imports it)."""
+    from a2gnn.graph_nodes import NODE_LAYOUTS
+
+    return NODE_LAYOUTS
+
+
+def node_layout(name: str) -> typing.Any:
+    """The :class:`a2gnn.graph_nodes.NodeLayout` of ``graph.nodes`` = ``name``."""
+    return node_layouts()[name]
+
+
 def _graph_from_outputs(
     image_id: str,
     f_a: Tensor,
@@ -312,29 +394,26 @@ def _graph_from_outputs(
     device: torch.device | str = "cpu",
 ) -> ImageGraph:
     """ImageGraph of one image from its F_A (d_A, h, w) and concatenated taps (D_g, h, w) (on the CPU; an edge
-    source may compute on ``device``)."""
+    source may compute on ``device``); the nodes from :func:`node_layout` ``(cfg.nodes)``."""
     h, w = f_a.shape[-2:]
     mapping = GridMap.from_sizes(image.shape[:2], (h, w))
-    x = normalize_node_features(features.reshape(features.shape[0], h * w).t().float())
-    edge_index, edge_weight = EDGE_SOURCES[cfg.edges](f_a, x, cfg, device)
     colours = mapping.downsample_image(torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0))
-    pair_index, pair_weight = regulariser_pairs(
-        colours, cfg.reg_radius, cfg.reg_sigma_xy, cfg.reg_sigma_rgb, cfg.reg_squared_distance
-    )
-    x = project_node_features(x, cfg.feature_dim)
+    fields = node_layout(cfg.nodes).node_fields(f_a, features, image, m_g, colours, cfg, device)
+    x = project_node_features(fields.x, cfg.feature_dim)
     return ImageGraph(
         image_id=image_id,
         x=x.contiguous(),
-        edge_index=edge_index,
-        edge_weight=edge_weight,
-        labels=mapping.downsample_labels(m_g, cfg.label_downsample).reshape(-1),
+        edge_index=fields.edge_index,
+        edge_weight=fields.edge_weight,
+        labels=fields.labels,
         boxes=boxes_to_grid(annotation, (h, w), cfg.box_cells),
         grid=(int(h), int(w)),
         image_size=(int(image.shape[0]), int(image.shape[1])),
-        pair_index=pair_index,
-        pair_weight=pair_weight,
+        pair_index=fields.pair_index,
+        pair_weight=fields.pair_weight,
         image=colours,
         seeds=torch.from_numpy(np.ascontiguousarray(m_g, dtype=np.uint8)),
+        superpixels=fields.superpixels,
     )
 
 
@@ -356,7 +435,8 @@ def build_image_graph(
 ) -> ImageGraph:
     """Convert one image to a graph (§4.3.2, Fig. 4): nodes = feature-grid pixels, X = concatenated taps
     normalised by Eq. (15), E = Eq. (14) (or :data:`EDGE_SOURCES` ``[cfg.edges]``), labels = M_g down-sampled to
-    the grid, boxes on the grid, L_reg pairs.
+    the grid, boxes on the grid, L_reg pairs; with ``cfg.nodes = "superpixels"`` the nodes are SLIC superpixels
+    instead (Table 4(c), :class:`a2gnn.graph_nodes.SuperpixelNodes`).
 
     The model runs in eval mode (its previous mode is restored). Shapes: image (H, W, 3) uint8, m_g (H, W) uint8.
     """

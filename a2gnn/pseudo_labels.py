@@ -104,6 +104,15 @@ def aligned_cams(path, annotation: Annotation) -> np.ndarray:
     return cams[[order[c] for c in annotation.image_labels]]
 
 
+def fuse_scores(primary: np.ndarray, secondary: np.ndarray, weight: float) -> np.ndarray:
+    """§7.1 image-level: (1 - weight) x primary + weight x secondary, each first made a per-pixel distribution.
+
+    Shapes: two (C, H, W) score maps over the same channels -> (C, H, W) float32 (the paper's "1:3" of A²GNN to
+    the random walk is weight 0.75).
+    """
+    return ((1.0 - weight) * normalise(primary) + weight * normalise(secondary)).astype(np.float32)
+
+
 class Scorer(Protocol):
     """One pseudo-label method: the (1 + K, H, W) class scores of a chunk of images (channels image_channels)."""
 
@@ -146,3 +155,16 @@ def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg
     with atomic_dir(out_dir) as tmp:
         for image_id, label in labels:
             write_label(tmp / f"{image_id}.png", to_original(dataset, image_id, label))
+
+
+@dataclasses.dataclass
+class FusedScorer:
+    """Two :class:`Scorer` s fused per image by :func:`fuse_scores` (§7.1: A²GNN with the random walk, 1:3)."""
+
+    primary: Scorer
+    secondary: Scorer
+    weight: float  # share of ``secondary``
+
+    def __call__(self, ids: Sequence[str], annotations: Sequence[Annotation]) -> list[np.ndarray]:
+        first, second = self.primary(ids, annotations), self.secondary(ids, annotations)
+        return [fuse_scores(a, b, self.weight) for a, b in zip(first, second)]

@@ -195,7 +195,10 @@ def random_walk_labels(
 @dataclasses.dataclass
 class RandomWalkScorer:
     """Table 4(a) "RW" as a :class:`a2gnn.pseudo_labels.Scorer`: each image's CAMs walked over its affinity
-    graph (the same graphs as A²GNN, built without seeds), [background; CAMs] scores at image resolution."""
+    graph (the same graphs as A²GNN, built without seeds), [background; CAMs] scores at image resolution.
+
+    The walk runs on the feature grid the CAMs live on, so it always builds grid nodes: ``graph.nodes:
+    superpixels`` (Table 4(c), an A²GNN ablation) leaves RW on grid nodes (with ``graph.edges``' edges)."""
 
     dataset: typing.Any
     model: typing.Any  # AffinityNet
@@ -208,7 +211,8 @@ class RandomWalkScorer:
         from a2gnn.graph import build_graphs
         from a2gnn.pseudo_labels import aligned_cams
 
-        graphs = build_graphs(self.model, self.dataset, None, self.graph_cfg, self.device, ids=list(ids))
+        graph_cfg = dataclasses.replace(self.graph_cfg, nodes="grid")
+        graphs = build_graphs(self.model, self.dataset, None, graph_cfg, self.device, ids=list(ids))
         scores = []
         for i, g, a in zip(ids, graphs, annotations):
             cams = aligned_cams(Path(self.cam_dir) / "scores" / f"{i}.npz", a)

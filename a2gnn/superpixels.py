@@ -1,4 +1,4 @@
-r"""Superpixel graphs (Table 4(c) "S.P. + Dis.", the graph of GraphNet [21]) - construction only, not wired in.
+r"""Superpixel graphs (Table 4(c) "S.P. + Dis.", the graph of GraphNet [21]): ``graph.nodes: superpixels``.
 
 The paper: "*Superpixel (S.P.)* means that we adopt [21] to produce graph nodes and their features", and of [21]:
 "the superpixel method [23] was applied to produce the graph nodes. They used a pre-trained CNN model to obtain
@@ -8,6 +8,8 @@ computed based on the L1 distance between a node and its 8-neighbor nodes." The 
 * :func:`slic` - SLIC [23] superpixels (neither scikit-image nor opencv-contrib is installed, so a small
   deterministic, vectorised SLIC: k-means in (y, x, Lab) from a fixed grid of seeds, each pixel compared with
   the 3 x 3 seeds around its own seed cell, then connectivity enforced); labels ``0..K-1`` in raster order.
+  It runs on the image at the size the affinity CNN sees (full resolution); ``graph.sp_segments`` /
+  ``graph.sp_compactness`` are its ``n_segments`` / ``compactness``.
 * :func:`pool_features` - node features: the mean of the backbone features over each superpixel's pixels (each
   pixel reads its stride-aligned feature-grid cell, :mod:`a2gnn.grid`), then Eq. (15) as for grid nodes.
 * :func:`superpixel_adjacency` - superpixels that touch (8-connected pixels by default).
@@ -15,17 +17,23 @@ computed based on the L1 distance between a node and its 8-neighbor nodes." The 
   as the grid-node ``graph.edges: l1`` (:func:`a2gnn.graph.l1_distance_weights`), self loops 1, σ cut.
 * :func:`superpixel_labels` - node labels from M_g (majority of the labelled pixels, 255 if none).
 * :func:`superpixels_to_pixels` / :func:`grid_nodes` - predictions back to pixels / to the feature grid.
-* :func:`superpixel_graph` - all of it for one image.
+* :func:`superpixel_graph` - all of it for one image (a dict; the pipeline's :class:`a2gnn.graph.ImageGraph` is
+  built by :func:`superpixel_node_fields`).
 
-**Why it is not in the pipeline.** The A²GNN trainer (:mod:`a2gnn.gnn.train`) assumes nodes on the ``h x w``
-grid: :class:`a2gnn.graph.ImageGraph` carries ``grid`` / ``grid_map``, the MP loss (Eq. 23-25) takes one node per
-box *row and column* of that grid, L_reg pairs and the output up-sampling are grid operations. Superpixel nodes
-have no rows or columns. What the trainer would need: a node -> grid mapping, e.g. ``cell_node = grid_nodes(labels,
-grid)`` ((h w,) superpixel of each cell's centre pixel); the GNN runs on the K superpixel nodes and its logits /
-hidden features are gathered ``logits[cell_node]`` into an (h w, C) grid before the MP loss, L_reg and the
-up-sampling (or, at image resolution, :func:`superpixels_to_pixels`), so that those stay unchanged;
-``ImageGraph`` would carry ``node_of_cell`` (or the (H, W) label map) and ``num_nodes`` would be K instead of
-h w. That is a trainer change, left to whoever owns :mod:`a2gnn.gnn`.
+**In the pipeline** (:class:`a2gnn.graph_nodes.SuperpixelNodes`, the ``superpixels`` entry of ``graph.nodes``):
+the GNN runs on the K superpixel nodes; boxes and colours stay on the feature grid, and what the A²GNN losses
+need of the nodes is defined here:
+
+* L_reg (Eq. 13, 22): :func:`superpixel_regulariser_pairs` - pairs of superpixels whose centroids
+  (:func:`superpixel_positions`, in grid cells) are within ``graph.reg_radius``, G of Eq. (13) on the centroid
+  offset and the mean colours (:func:`superpixel_means`); with one superpixel per grid cell this is exactly
+  :func:`a2gnn.graph.regulariser_pairs`.
+* L_mp (Eq. 23-25): a box's row / column of grid cells becomes the superpixels under those cells' centre pixels
+  (:func:`grid_nodes`), so Eq. (23) picks the best superpixel the line crosses.
+* Consistency checking (Eq. 27-28) and the background prototype: a superpixel lies in a box iff its centroid's
+  grid cell does (:func:`superpixel_box_nodes`).
+* L_ce at image resolution: every labelled pixel reads its own superpixel (:func:`superpixel_pixel_taps`).
+* Output: node probabilities -> pixels through the id map (:func:`superpixels_to_pixels`), no up-sampling.
 """
 
 from __future__ import annotations
@@ -34,156 +42,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from a2gnn.graph import l1_distance_weights, normalize_node_features
+from a2gnn.affinity.losses import gaussian_kernel
+from a2gnn.graph import GraphConfig, NodeFields, l1_distance_weights, normalize_node_features
 from a2gnn.grid import GridMap
 from a2gnn.io import IGNORE_INDEX
 
-SLIC_SEGMENTS = 400
-"""Default number of SLIC seeds (the paper and [21] give none; ~470 pixels per superpixel on a 500 x 375 image)."""
-SLIC_COMPACTNESS = 10.0
-"""m of SLIC [23]: weight of the spatial distance against the Lab distance (Lab in [0, 100]; SLIC's default)."""
-SLIC_ITERATIONS = 10
-"""k-means iterations (SLIC [23]: 10 suffice)."""
-SLIC_MIN_SIZE = 0.25
-"""Connected pieces smaller than this fraction of the seed-cell area S^2 are merged into a neighbour (SLIC: 1/4)."""
-
-# 3 x 3 candidate seeds around a pixel's own seed cell, in a fixed order (ties -> the first)
-_CANDIDATES = [(da, db) for da in (-1, 0, 1) for db in (-1, 0, 1)]
-# neighbour directions (dy, dx) for connected components and fragment merging: up, left, down, right
-_DIRECTIONS_4 = [(-1, 0), (0, -1), (1, 0), (0, 1)]
-
-
-def rgb_to_lab(image: np.ndarray) -> np.ndarray:
-    """sRGB (H, W, 3) uint8 -> CIE Lab (H, W, 3) float64 (D65 white), L in [0, 100]."""
-    rgb = image.astype(np.float64) / 255.0
-    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    m = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])
-    xyz = linear @ m.T / np.array([0.950456, 1.0, 1.088754])
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
-    lab = np.empty_like(f)
-    lab[..., 0] = np.where(xyz[..., 1] > 0.008856, 116.0 * f[..., 1] - 16.0, 903.3 * xyz[..., 1])
-    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
-    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2])
-    return lab
-
-
-def _shift(a: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
-    """``out[y, x] = a[y + dy, x + dx]`` inside the map, else ``fill``. Shapes: (H, W) -> (H, W)."""
-    out = np.full_like(a, fill)
-    H, W = a.shape
-    out[max(-dy, 0) : H - max(dy, 0), max(-dx, 0) : W - max(dx, 0)] = a[
-        max(dy, 0) : H - max(-dy, 0), max(dx, 0) : W - max(-dx, 0)
-    ]
-    return out
-
-
-def _connected_components(labels: np.ndarray) -> np.ndarray:
-    """4-connected components of equal labels: each pixel -> the smallest flat index of its component.
-
-    Min-label propagation with pointer jumping, vectorised. Shapes: (H, W) -> (H, W) int64.
-    """
-    H, W = labels.shape
-    comp = np.arange(H * W, dtype=np.int64).reshape(H, W)
-    big = np.iinfo(np.int64).max
-    while True:
-        new = comp.copy()
-        for dy, dx in _DIRECTIONS_4:
-            same = _shift(labels, dy, dx, -1) == labels
-            new = np.where(same, np.minimum(new, _shift(comp, dy, dx, big)), new)
-        new = new.reshape(-1)[new]  # pointer jumping: a root's root is smaller still
-        if np.array_equal(new, comp):
-            return comp
-        comp = new
-
-
-def _enforce_connectivity(labels: np.ndarray, min_size: float) -> np.ndarray:
-    """Keep each label's largest 4-connected piece if it has >= ``min_size`` pixels (all of them if none has);
-    every other pixel takes the label of a kept 4-neighbour (up, left, down, right first), growing inwards, so
-    every label is connected. Labels are renumbered 0..K-1 in raster order of their first pixel.
-
-    Shapes: (H, W) -> (H, W) int64."""
-    comp = _connected_components(labels)
-    flat_comp = comp.reshape(-1)
-    size = np.bincount(flat_comp, minlength=flat_comp.size)
-    roots = np.flatnonzero(flat_comp == np.arange(flat_comp.size))
-    root_label = labels.reshape(-1)[roots]
-    order = np.lexsort((roots, -size[roots], root_label))  # by label, then largest, then first pixel
-    first = np.ones(order.size, dtype=bool)
-    first[1:] = root_label[order][1:] != root_label[order][:-1]
-    best = roots[order][first]  # the largest piece of every label
-    if (size[best] >= min_size).any():  # (none is, e.g. on pure noise: keep them all)
-        best = best[size[best] >= min_size]
-    keep_root = np.zeros(flat_comp.size, dtype=bool)
-    keep_root[best] = True
-    resolved = keep_root[comp]
-    out = labels.copy()
-    while not resolved.all():
-        taken = np.zeros_like(resolved)
-        for dy, dx in _DIRECTIONS_4:
-            m = ~resolved & ~taken & _shift(resolved, dy, dx, False)
-            out[m] = _shift(out, dy, dx, 0)[m]
-            taken |= m
-        resolved |= taken
-    values, first_pixel = np.unique(out, return_index=True)
-    rank = np.empty(first_pixel.size, dtype=np.int64)
-    rank[np.argsort(first_pixel, kind="stable")] = np.arange(first_pixel.size)
-    return rank[np.searchsorted(values, out)]
-
-
-def slic(
-    image: np.ndarray,
-    n_segments: int = SLIC_SEGMENTS,
-    compactness: float = SLIC_COMPACTNESS,
-    iterations: int = SLIC_ITERATIONS,
-    min_size: float = SLIC_MIN_SIZE,
-) -> np.ndarray:
-    r"""SLIC superpixels [23], deterministic and vectorised.
-
-    Seeds start at the centres of a ``g_y x g_x`` grid of cells of size :math:`s_y \times s_x`
-    (:math:`g_y g_x \approx` ``n_segments``, :math:`S = \sqrt{s_y s_x}`). Each iteration assigns every pixel to
-    the nearest of the (up to) 9 seeds of its own and the adjacent cells by
-    :math:`D^2 = \|lab_p - lab_k\|^2 + (m / S)^2 \|(y, x)_p - (y, x)_k\|^2` (ties: the first in row-major cell
-    order), then moves every seed to the mean (y, x, Lab) of its pixels (a seed without pixels stays). Finally
-    connectivity is enforced (pieces smaller than ``min_size`` S^2 merged into a neighbour). No randomness.
-
-    Shapes: image (H, W, 3) uint8 -> labels (H, W) int64 in 0..K-1, every label used and 4-connected, numbered
-    in raster order of their first pixel.
-    """
-    H, W = image.shape[:2]
-    gy = max(1, min(H, round(np.sqrt(n_segments * H / W))))
-    gx = max(1, min(W, round(n_segments / gy)))
-    sy, sx = H / gy, W / gx
-    S = float(np.sqrt(sy * sx))
-    ys, xs = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")
-    pixels = np.concatenate([np.stack([ys, xs], axis=-1), rgb_to_lab(image)], axis=-1).reshape(-1, 5)
-    spatial = (compactness / S) ** 2
-    weights = np.array([spatial, spatial, 1.0, 1.0, 1.0])
-
-    cy, cx = np.minimum(ys // sy, gy - 1).astype(np.int64), np.minimum(xs // sx, gx - 1).astype(np.int64)
-    centres = pixels.reshape(H, W, 5)[
-        np.minimum(((np.arange(gy) + 0.5) * sy).astype(np.int64), H - 1)[:, None],
-        np.minimum(((np.arange(gx) + 0.5) * sx).astype(np.int64), W - 1)[None, :],
-    ].reshape(-1, 5)
-    centres[:, 0] = np.repeat((np.arange(gy) + 0.5) * sy, gx)  # exact cell centres (not the centre pixels)
-    centres[:, 1] = np.tile((np.arange(gx) + 0.5) * sx, gy)
-    cand = []
-    for da, db in _CANDIDATES:
-        a, b = cy + da, cx + db
-        ok = (a >= 0) & (a < gy) & (b >= 0) & (b < gx)
-        cand.append(np.where(ok, a * gx + b, -1).reshape(-1))
-    cand = np.stack(cand)  # (9, H W), -1 = no seed there
-    k = gy * gx
-    assign = np.zeros(H * W, dtype=np.int64)
-    for _ in range(max(1, iterations)):
-        near = np.maximum(cand, 0)
-        d = sum(weights[c] * (pixels[None, :, c] - centres[near, c]) ** 2 for c in range(5))  # (9, H W)
-        d[cand < 0] = np.inf
-        assign = cand[np.argmin(d, axis=0), np.arange(H * W)]
-        count = np.bincount(assign, minlength=k)
-        sums = np.stack([np.bincount(assign, pixels[:, c], minlength=k) for c in range(5)], axis=1)
-        used = count > 0
-        centres[used] = sums[used] / count[used, None]
-    return _enforce_connectivity(assign.reshape(H, W), min_size * S * S)
+from a2gnn.slic import SLIC_COMPACTNESS, SLIC_SEGMENTS, slic  # noqa: F401  (re-exported: SLIC [23])
 
 
 def _as_long(labels: np.ndarray | Tensor) -> Tensor:
@@ -307,3 +171,107 @@ def superpixel_graph(
     labels = superpixel_labels(m_g, sp) if m_g is not None else torch.full((K,), IGNORE_INDEX, dtype=torch.int64)
     return {"superpixels": sp, "x": x, "edge_index": edge_index, "edge_weight": edge_weight, "labels": labels,
             "cell_node": grid_nodes(sp, tuple(features.shape[-2:]))}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Superpixel nodes in the A²GNN pipeline (graph.nodes: superpixels)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def superpixel_means(values: Tensor, labels: np.ndarray | Tensor) -> Tensor:
+    """Mean of ``values`` over each superpixel's pixels (at the id map's resolution).
+
+    Shapes: values (C, H, W), labels (H, W) in 0..K-1 -> (K, C) float64.
+    """
+    lab = _as_long(labels).reshape(-1)
+    K = int(lab.max()) + 1
+    v = values.reshape(values.shape[0], -1).t().to(torch.float64)
+    sums = torch.zeros(K, v.shape[1], dtype=torch.float64).index_add_(0, lab, v)
+    return sums / torch.bincount(lab, minlength=K).clamp_min(1).to(torch.float64)[:, None]
+
+
+def superpixel_positions(labels: np.ndarray | Tensor, grid: tuple[int, int]) -> Tensor:
+    r"""Superpixel centroids in grid-cell units, cell (a, b) at (a, b): pixel-centre mean :math:`\bar p` ->
+    :math:`(\bar p + 1/2) / s - 1/2` (:mod:`a2gnn.grid`: cell a holds pixels [a s, (a + 1) s), centre (a + 1/2) s),
+    so a superpixel that is exactly one full cell sits on that cell.
+
+    Shapes: labels (H, W), grid (h, w) -> (K, 2) float64 rows (y, x).
+    """
+    lab = _as_long(labels)
+    H, W = lab.shape
+    stride = GridMap.from_sizes((H, W), grid).stride
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    return (superpixel_means(torch.stack([ys, xs]), lab) + 0.5) / stride - 0.5
+
+
+def superpixel_box_nodes(positions: Tensor, boxes: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Every (box, superpixel) pair with the superpixel inside the box: the grid cell holding its centroid (nearest
+    cell, clipped to the grid) lies in the half-open grid box ``[x1, y1, x2, y2, class]``. The superpixel form of
+    :func:`a2gnn.consistency.box_nodes` (Eq. 27-28 candidates, nodes outside every box).
+
+    Shapes: positions (K, 2) from :func:`superpixel_positions`, boxes (M, 5) -> box (Q,), node (Q,) int64, sorted
+    by box then node.
+    """
+    cell = torch.floor(positions + 0.5).to(torch.int64)
+    y = cell[:, 0].clamp(0, grid[0] - 1)[None, :]
+    x = cell[:, 1].clamp(0, grid[1] - 1)[None, :]
+    b = boxes.to(torch.int64).reshape(-1, 5).cpu()
+    inside = (x >= b[:, 0:1]) & (x < b[:, 2:3]) & (y >= b[:, 1:2]) & (y < b[:, 3:4])  # (M, K)
+    box, node = inside.nonzero(as_tuple=True)
+    return box, node
+
+
+def superpixel_regulariser_pairs(
+    positions: Tensor, colours: Tensor, radius: float, sigma_xy: float, sigma_rgb: float,
+    squared_distance: bool = True,
+) -> tuple[Tensor, Tensor]:
+    r"""L_reg pairs (Eq. 22) of superpixel nodes: (a, b), a != b, with centroids at most ``radius`` grid cells apart,
+    and G(a, b) of Eq. (13) (:func:`a2gnn.affinity.losses.gaussian_kernel`) on the centroid offset (grid cells) and
+    the mean colours. The grid nodes' :func:`a2gnn.graph.regulariser_pairs` is the case of one superpixel per cell.
+    Both orders listed, sorted by (a, b); O(K^2) memory.
+
+    Shapes: positions (K, 2) from :func:`superpixel_positions`, colours (K, 3) in [0, 1] -> pair_index (2, P) int64,
+    pair_weight (P,) float32.
+    """
+    pos_diff = positions[:, None, :] - positions[None, :, :]  # Pos(a) - Pos(b)
+    close = pos_diff.pow(2).sum(-1) <= float(radius) ** 2
+    close.fill_diagonal_(False)
+    a, b = close.nonzero(as_tuple=True)
+    g = gaussian_kernel(pos_diff[a, b].float(), (colours[a] - colours[b]).float(), sigma_xy, sigma_rgb,
+                        squared_distance)
+    return torch.stack([a, b]), g.float()
+
+
+def superpixel_pixel_taps(labels: np.ndarray | Tensor, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Image-resolution L_ce taps (the superpixel form of :meth:`a2gnn.grid.GridMap.bilinear_taps`): every pixel
+    reads its own superpixel, as 4 taps (node k, weights 1, 0, 0, 0) so that they stack with bilinear grid taps.
+
+    Shapes: labels (H, W), pixels (S,) flat ids y W + x -> node (S, 4) int64, weight (S, 4) float32, own node (S,).
+    """
+    node = _as_long(labels).reshape(-1)[pixels.cpu()]
+    weight = torch.zeros(node.shape[0], 4)
+    weight[:, 0] = 1.0
+    return node[:, None].expand(-1, 4).contiguous(), weight, node
+
+
+def superpixel_node_fields(
+    f_a: Tensor, features: Tensor, image: np.ndarray, m_g: np.ndarray, colours: Tensor, cfg: GraphConfig,
+    device: torch.device | str = "cpu",
+) -> NodeFields:
+    """Superpixel nodes of one image (Table 4(c) "S.P. + Dis."): SLIC [23] on the image (``cfg.sp_segments``,
+    ``cfg.sp_compactness``), X = pooled taps + Eq. (15) (:func:`pool_features`), edges between adjacent superpixels
+    from their L1 distance (:func:`superpixel_edges`, σ = ``cfg.sigma``, κ = ``cfg.l1_scale``), labels =
+    :func:`superpixel_labels` of M_g, L_reg pairs :func:`superpixel_regulariser_pairs` (``cfg.reg_*``). F_A, the grid
+    colours and ``device`` are not used (all on the CPU; K is small).
+
+    Shapes: features (D_g, h, w), image (H, W, 3) uint8, m_g (H, W) uint8 -> N = K fields, superpixels (H, W) int64.
+    """
+    sp = torch.from_numpy(slic(image, cfg.sp_segments, cfg.sp_compactness))
+    x = pool_features(features, sp)
+    edge_index, edge_weight = superpixel_edges(x, superpixel_adjacency(sp), cfg.sigma, cfg.l1_scale)
+    positions = superpixel_positions(sp, tuple(features.shape[-2:]))
+    rgb = superpixel_means(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) / 255.0, sp)
+    pair_index, pair_weight = superpixel_regulariser_pairs(
+        positions, rgb, cfg.reg_radius, cfg.reg_sigma_xy, cfg.reg_sigma_rgb, cfg.reg_squared_distance
+    )
+    return NodeFields(x, edge_index, edge_weight, superpixel_labels(m_g, sp), pair_index, pair_weight, sp)

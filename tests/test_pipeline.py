@@ -22,6 +22,7 @@ from conftest import run, stages_run
 pytestmark = pytest.mark.slow
 COCO_TOLERANCE = 0.1  # |mIoU(COCO reader) - mIoU(VOC reader)| on the same tiny data
 TINY_FLOOR = 0.5  # A²GNN pseudo-label mIoU on the tiny profile must reach this (measured 0.61; Baseline 0.44)
+TINY_SCRIBBLE_FLOOR = 0.3  # ... from synthetic scribbles instead (Table 5 row)
 
 
 def downstream(dvc_yaml: dict, stage: str) -> set[str]:
@@ -173,3 +174,51 @@ def test_coco_input_runs_the_pipeline_from_params_alone(repo, tmp_path_factory):
     assert set(coco_miou) == set(voc_miou)
     assert abs(coco_miou["a2gnn"] - voc_miou["a2gnn"]) < COCO_TOLERANCE, (coco_miou, voc_miou)
     assert coco_miou["a2gnn"] >= TINY_FLOOR
+
+
+def _restore(repo: Path) -> None:
+    """Back to the reproduced commit (params, dvc.lock, metrics; outputs from the cache) for later tests."""
+    run(["git", "checkout", "--", "."], repo)
+    run(["dvc", "checkout", "--force"], repo)
+
+
+def test_an_ablation_table_is_one_command_on_the_tiny_profile(repo):
+    """``python -m a2gnn.ablations table4d --run`` queues the two GNN-only rows, runs them and prints the table:
+    one Markdown row per ablation, each with our number, the paper's beside it."""
+    import sys
+
+    try:
+        out = run([sys.executable, "-m", "a2gnn.ablations", "table4d", "--run"], repo)
+        table = (repo / "metrics" / "ablations" / "table4d.md").read_text()
+        rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+        assert len(rows) == 3, table
+        ours = [float(line.split("|")[4]) for line in rows]  # row | switches | paper | ours | note
+        assert [float(line.split("|")[3]) for line in rows] == [73.1, 77.3, 78.8]
+        assert len(set(ours)) == 3, f"each switch must change the result: {ours}"  # the two terms and both
+        names = run(["dvc", "exp", "list", "--name-only"], repo)
+        assert "table4d-cos" in names and "table4d-edge" in names, out
+    finally:
+        _restore(repo)
+    assert dvc_status_stages(repo) == set()
+
+
+def test_scribble_supervision_runs_through_dvc(repo):
+    """Table 5's scribble row on the tiny profile: the §7.1 seeds replace the box seeds for both networks, the CAM,
+    GrabCut and box-seed stages are reused, and the pseudo labels and DeepLab come out of it."""
+    from a2gnn.ablations import WEAK, format_value
+
+    switches = [arg for key, value in WEAK("scribble").items() for arg in ("-S", f"{key}={format_value(value)}")]
+    before = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())
+    try:
+        out = run(["dvc", "exp", "run", "-n", "tiny-scribble", *switches, "evaluate_pseudo_labels",
+                   "evaluate_deeplab"], repo)
+        ran = stages_run(out)
+        assert {"weak_seeds", "affinity", "pseudo_labels", "train_deeplab", "evaluate_deeplab"} <= ran
+        assert not ran & {"cam", "grabcut", "seeds"}, ran
+        supervision = json.loads((repo / "outputs" / "seeds" / "weak" / "supervision.json").read_text())
+        assert supervision["supervision"] == "scribble" and supervision["images"] > 0
+        after = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())
+        assert after["a2gnn"] != before["a2gnn"] and after["a2gnn"] >= TINY_SCRIBBLE_FLOOR, (before, after)
+    finally:
+        _restore(repo)
+    assert dvc_status_stages(repo) == set()

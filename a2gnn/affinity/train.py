@@ -50,7 +50,7 @@ from a2gnn.transforms import crop_window, paste_window
 
 log = logging.getLogger(__name__)
 
-SEED_SOURCES = ("M_g", "M_F")
+SEED_SOURCES = ("M_g", "M_F", "weak/affinity", "weak/gnn")  # outputs/seeds/<name>; weak/*: §7.1, stages/weak_seeds.py
 OPTIMIZERS = ("sgd", "adam")
 
 

@@ -38,7 +38,7 @@ from a2gnn.gnn.layers import EdgeCSR, affinity_attention, propagate
 LAYER_TYPES = ("a2gnn", "agnn", "gcn", "gat")
 CONSISTENCY_SCALES = ("background", "absolute", "nearest")
 CE_RESOLUTIONS = ("grid", "image")
-SEED_MAPS = ("M_g", "M_F")
+SEED_MAPS = ("M_g", "M_F", "weak/gnn", "weak/affinity")  # outputs/seeds/<name>; weak/*: §7.1, stages/weak_seeds.py
 
 
 @dataclasses.dataclass(frozen=True)

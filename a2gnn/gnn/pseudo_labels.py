@@ -2,7 +2,9 @@
 
 :class:`A2GNNScorer` is the :class:`a2gnn.pseudo_labels.Scorer` of the paper's method; it also scores what
 consistency checking (Eq. 27-28) removed against the ground truth (:class:`SeedCheckCounts`, a diagnostic:
-the method itself never reads the ground truth).
+the method itself never reads the ground truth). Node outputs go back to the image through the graph's node
+layout (``graph.nodes``, :mod:`a2gnn.graph_nodes`): bilinear up-sampling for grid nodes (§5), the superpixel id
+map for superpixel nodes (Table 4(c) "S.P."), so their label maps are constant on every superpixel.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import typing
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from a2gnn.graph import build_graphs
-from a2gnn.grid import GridMap
+from a2gnn.graph import ImageGraph, build_graphs
+from a2gnn.graph_nodes import grid_probs_to_image
 from a2gnn.gnn.train import train_a2gnn
 from a2gnn.io import IGNORE_INDEX
 from a2gnn.pseudo_labels import image_channels
@@ -24,14 +25,20 @@ from a2gnn.pseudo_labels import image_channels
 
 def node_probs_to_image(probs: Tensor, grid: tuple[int, int], image_size: tuple[int, int], channels: np.ndarray) -> np.ndarray:
     """A²GNN output O (N, C) on the grid -> (1 + K, H, W) for the image's channels, bilinearly up-sampled with the
-    one image <-> grid mapping (:meth:`a2gnn.grid.GridMap.upsample`, §5)."""
-    maps = probs.t().reshape(probs.shape[1], grid[0], grid[1])[torch.from_numpy(channels)]
-    return GridMap.from_sizes(image_size, grid).upsample(maps).clamp_min(0).numpy()
+    one image <-> grid mapping (:meth:`a2gnn.grid.GridMap.upsample`, §5). Grid nodes only; see
+    :func:`graph_probs_to_image`."""
+    return grid_probs_to_image(probs, grid, image_size, channels)
+
+
+def graph_probs_to_image(graph: ImageGraph, probs: Tensor, channels: np.ndarray) -> np.ndarray:
+    """A²GNN output O (N, C) of ``graph`` -> (len(channels), H, W) with the graph's node layout (``graph.nodes``):
+    bilinear up-sampling of grid nodes, or every pixel takes its superpixel's value."""
+    return graph.layout.to_image(graph, probs, channels)
 
 
 @dataclasses.dataclass
 class SeedCheckCounts:
-    """Consistency checking (Eq. 27-28) against the ground truth, summed over images (grid nodes)."""
+    """Consistency checking (Eq. 27-28) against the ground truth, summed over images (graph nodes)."""
 
     seeds: int = 0  # labelled nodes of V^l (with a ground truth) before the check
     seeds_wrong: int = 0  # ... whose label differs from the ground truth
@@ -40,7 +47,7 @@ class SeedCheckCounts:
     images: int = 0
 
     def add(self, before: Tensor, after: Tensor, truth: Tensor) -> None:
-        """before/after/truth: (N,) node labels (255 = none) before and after the check, and the grid GT."""
+        """before/after/truth: (N,) node labels (255 = none) before and after the check, and the GT on the nodes."""
         labelled = (before != IGNORE_INDEX) & (truth != IGNORE_INDEX)
         wrong = labelled & (before != truth)
         removed = labelled & (after == IGNORE_INDEX)
@@ -82,7 +89,6 @@ class A2GNNScorer:
         probs, final = train_a2gnn(graphs, self.cfg, self.dataset.num_classes, self.device, self.seed,
                                    workers=self.workers, return_labels=True, batch_images=self.batch_images)
         for i, g, after in zip(ids, graphs, final):
-            truth = g.grid_map.downsample_labels(self.dataset.semantic_gt(i), self.graph_cfg.label_downsample)
-            self.checks.add(g.labels, after, truth.reshape(-1))
-        return [node_probs_to_image(p, g.grid, g.image_size, image_channels(a))
-                for p, g, a in zip(probs, graphs, annotations)]
+            truth = g.layout.node_labels(g, self.dataset.semantic_gt(i), self.graph_cfg.label_downsample)
+            self.checks.add(g.labels, after, truth)
+        return [graph_probs_to_image(g, p, image_channels(a)) for p, g, a in zip(probs, graphs, annotations)]

@@ -18,6 +18,10 @@ the image's resolution (``"image"``): the node output is bilinearly up-sampled w
 cases; in "image" mode a pixel seed is dropped when the seed of its cell's node was dropped and the pixel
 carries that node's label.
 
+Nodes need not be grid cells (``graph.nodes``, Table 4(c)): everything that depends on what a node is (box lines
+of L_mp, nodes inside a box for Eq. 27-28, image-resolution taps) comes from the graph's
+:class:`a2gnn.graph_nodes.NodeLayout` (``graph.layout``), so superpixel graphs train with the same losses.
+
 Diagnostics: ``train_a2gnn(..., return_diagnostics=True)`` also returns one :class:`SeedDiagnostics` per image
 with the node seeds before checking, the labels L_ce used in the final epoch and which seeds Eq. 28 examined,
 so a caller can count the removed seeds (``removed``) and compare them with ground truth.
@@ -32,8 +36,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from a2gnn.consistency import (background_prototypes, box_prototypes, box_seed_candidates,
-                               candidate_background_distance, consistency_check, distance_scale, outside_boxes)
+from a2gnn.consistency import (background_prototypes, box_prototypes, candidate_background_distance,
+                               consistency_check, distance_scale, member_seed_candidates, nodes_outside)
 from a2gnn.gnn.layers import EdgeCSR
 from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, draw_dropout_mask
 from a2gnn.graph import ImageGraph
@@ -56,9 +60,12 @@ def check_graph(graph: ImageGraph, num_classes: int) -> None:
         raise DataError(graph.image_id, f"graph: {problem}")
 
     h, w = graph.grid
-    n = h * w
+    problem = graph.layout.check(graph)
+    if problem:
+        fail(problem)
+    n = graph.num_nodes
     if graph.x.dim() != 2 or graph.x.shape[0] != n:
-        fail(f"x has shape {tuple(graph.x.shape)}, expected ({n}, D) for grid {graph.grid}")
+        fail(f"x has shape {tuple(graph.x.shape)}, expected ({n}, D) for {graph.nodes} nodes, grid {graph.grid}")
     if not torch.isfinite(graph.x).all():
         fail("x has non-finite values")
     for name, index, weight in (("edge", graph.edge_index, graph.edge_weight),
@@ -153,17 +160,17 @@ def _cat(parts: list[Tensor], dtype: torch.dtype, width: int | None = None) -> T
 
 
 def pixel_seed_tables(graph: ImageGraph, offset: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The labelled pixels of ``graph.seeds`` with their bilinear taps and cell (flat ids shifted by ``offset``).
+    """The labelled pixels of ``graph.seeds`` with their taps (bilinear on the grid, the own superpixel for
+    superpixel nodes: ``graph.layout.pixel_taps``) and own node (flat ids shifted by ``offset``).
 
     Shapes: -> node (S, 4), weight (S, 4), label (S,), cell (S,).
     """
     if graph.seeds is None:
         raise DataError(graph.image_id, "graph: ce_resolution 'image' needs the full-resolution seeds (graph.seeds)")
-    mapping = graph.grid_map
     seeds = graph.seeds.reshape(-1).to(torch.int64)
     pixels = (seeds != IGNORE_INDEX).nonzero(as_tuple=True)[0]
-    node, weight = mapping.bilinear_taps(pixels)
-    return node + offset, weight, seeds[pixels], mapping.pixel_nodes(pixels) + offset
+    node, weight, own = graph.layout.pixel_taps(graph, pixels)
+    return node + offset, weight, seeds[pixels], own + offset
 
 
 def collate(graphs: Sequence[ImageGraph], num_classes: int, cfg: GNNConfig,
@@ -202,13 +209,16 @@ def collate(graphs: Sequence[ImageGraph], num_classes: int, cfg: GNNConfig,
         pairs.append(g.pair_index.to(torch.int64) + off)
         pweights.append(g.pair_weight.float())
         pair_img.append(torch.full((g.pair_index.shape[1],), i))
+        layout = g.layout  # what a node is (graph.nodes): grid cells or superpixels
         ln, lb = box_lines(boxes, g.grid)
+        ln = layout.cell_nodes(g, ln)
         lines.append(torch.where(ln >= 0, ln + off, ln))
         line_box.append(lb + n_boxes)
-        cb, cn = box_seed_candidates(lab, boxes, g.grid)
+        in_box, in_node = layout.box_nodes(g, boxes)
+        cb, cn = member_seed_candidates(lab, boxes, in_box, in_node)
         cand_box.append(cb + n_boxes)
         cand_node.append(cn + off)
-        outside.append(outside_boxes(boxes, g.grid) + off)
+        outside.append(nodes_outside(in_node, n) + off)
         box_class.append(boxes[:, 4])
         box_image.append(torch.full((boxes.shape[0],), i))
         n_boxes += boxes.shape[0]

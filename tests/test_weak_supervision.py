@@ -1,0 +1,180 @@
+"""§7 / Table 5: synthetic scribbles and points, superpixel expansion, per-supervision seeds, the weak_seeds stage,
+the A²GNN + random-walk fusion and the guard against box-only switches."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from a2gnn.cli import run_stage
+from a2gnn.config import ConfigError
+from a2gnn.datasets.voc import VOCDataset
+from a2gnn.gnn.model import GNNConfig
+from a2gnn.io import read_label, write_label
+from a2gnn.pseudo_labels import PostprocessConfig, fuse_scores
+from a2gnn.seeds import weak
+from a2gnn.seeds.weak import ImageInputs
+from a2gnn.supervision import SUPERVISION_TYPES, WeakConfig, check_supervision
+from a2gnn.weak_labels import (expand_by_superpixels, image_rng, merge_seeds, synthetic_points,
+                               synthetic_scribbles)
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 255
+
+
+def two_objects():
+    """40x40 GT: class 3 disc (instance 1), class 5 square (instance 2), background elsewhere."""
+    yy, xx = np.mgrid[:40, :40]
+    semantic = np.zeros((40, 40), np.uint8)
+    instance = np.zeros((40, 40), np.uint8)
+    disc = (yy - 12) ** 2 + (xx - 12) ** 2 < 64
+    semantic[disc], instance[disc] = 3, 1
+    semantic[22:36, 20:38], instance[22:36, 20:38] = 5, 2
+    return semantic, instance
+
+
+def test_points_one_click_per_object_inside_it_near_the_middle_and_reproducible():
+    semantic, instance = two_objects()
+    points = synthetic_points(semantic, instance, image_rng(0, "img"), centre=0.5)
+    ys, xs = np.nonzero(points != N)
+    assert len(ys) == 2 and sorted(points[ys, xs].tolist()) == [3, 5]  # one per instance, no background
+    assert (points[ys, xs] == semantic[ys, xs]).all()
+    disc = np.argwhere(points == 3)[0]
+    assert np.hypot(disc[0] - 12, disc[1] - 12) <= 4  # inner distance >= half of the disc's radius 8
+    assert np.array_equal(points, synthetic_points(semantic, instance, image_rng(0, "img"), 0.5))
+    assert not np.array_equal(points, synthetic_points(semantic, instance, image_rng(1, "img"), 0.5))
+
+
+def test_scribbles_lie_inside_their_regions_and_cover_every_object_and_background():
+    semantic, instance = two_objects()
+    scribbles = synthetic_scribbles(semantic, instance, image_rng(0, "x"), points=4, width=3, margin=2.0,
+                                    min_background_area=64)
+    labelled = scribbles != N
+    assert (scribbles[labelled] == semantic[labelled]).all()  # every scribble pixel has its region's class
+    assert set(np.unique(scribbles[labelled]).tolist()) == {0, 3, 5}
+    assert 0 < labelled.mean() < 0.3  # strokes, not regions
+    again = synthetic_scribbles(semantic, instance, image_rng(0, "x"), 4, 3, 2.0, 64)
+    assert np.array_equal(scribbles, again)
+
+
+def test_small_background_regions_get_no_scribble():
+    semantic = np.full((30, 30), 2, np.uint8)
+    semantic[1:4, 1:4] = 0  # a 9 px background hole
+    instance = (semantic == 2).astype(np.uint8)
+    scribbles = synthetic_scribbles(semantic, instance, image_rng(0, "y"), 4, 1, 1.0, min_background_area=10)
+    assert 0 not in scribbles
+
+
+def test_superpixel_expansion_against_a_loop():
+    superpixels = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 3, axis=0), 3, axis=1)  # four 3x3 blocks
+    ann = np.full((6, 6), N, np.uint8)
+    ann[0, 0] = 2  # block 0: class 2 only
+    ann[1, 4], ann[2, 5] = 1, 1  # block 1: class 1 twice
+    ann[4, 0], ann[5, 2] = 3, 4  # block 2: two classes -> only the annotated pixels
+    expected = np.full((6, 6), N, np.uint8)  # block 3 untouched
+    for sp in range(4):
+        classes = {int(c) for c in ann[(superpixels == sp) & (ann != N)]}
+        if len(classes) == 1:
+            expected[superpixels == sp] = classes.pop()
+    expected[ann != N] = ann[ann != N]
+    assert np.array_equal(expand_by_superpixels(ann, superpixels), expected)
+    assert (expected[:3, :3] == 2).all() and (expected[:3, 3:] == 1).all() and expected[3:, 3:].max() == N
+
+
+def test_merge_rule():
+    primary = np.array([[1, N], [N, 0]], np.uint8)
+    fallback = np.array([[2, 3], [N, 4]], np.uint8)
+    assert merge_seeds(primary, fallback).tolist() == [[1, 3], [N, 0]]
+
+
+def test_each_supervision_gives_the_seeds_of_section_7_1(monkeypatch):
+    superpixels = np.repeat(np.arange(2), 4)[None].repeat(2, axis=0)  # 2x8: left / right halves
+    monkeypatch.setattr(weak, "slic", lambda image, n, m: superpixels)
+    m_i_top = np.array([[0, 0, N, N, N, 7, 7, N]] * 2, np.uint8)
+    ann = np.full((2, 8), N, np.uint8)
+    ann[0, 1] = 4  # one click / stroke pixel in the left half
+    inputs = ImageInputs(np.zeros((2, 8, 3), np.uint8), m_i_top, ann)
+    expanded = np.array([[4, 4, 4, 4, N, N, N, N]] * 2, np.uint8)
+    cfg = WeakConfig()
+    affinity, node = weak.SUPERVISIONS["scribble"].seeds(inputs, cfg)
+    assert np.array_equal(node, expanded) and np.array_equal(affinity, merge_seeds(expanded, m_i_top))
+    affinity, node = weak.SUPERVISIONS["point"].seeds(inputs, cfg)
+    assert np.array_equal(affinity, m_i_top) and np.array_equal(node, merge_seeds(expanded, m_i_top))
+    affinity, node = weak.SUPERVISIONS["image"].seeds(ImageInputs(inputs.image, m_i_top, None), cfg)
+    assert np.array_equal(affinity, m_i_top) and np.array_equal(node, m_i_top)
+
+
+def test_every_supervision_but_box_has_a_seed_maker():
+    assert ("box", *weak.SUPERVISIONS) == SUPERVISION_TYPES
+
+
+def test_box_only_switches_are_refused_without_boxes():
+    scribble = WeakConfig(supervision="scribble")
+    post_off = PostprocessConfig(box_constraint=False)
+    ok = GNNConfig(use_mp=False, use_consistency=False, seeds="weak/gnn")
+    check_supervision(scribble, ok, post_off)
+    check_supervision(WeakConfig(), GNNConfig(), PostprocessConfig())  # the box default
+    with pytest.raises(ConfigError, match="gnn.use_mp"):
+        check_supervision(scribble, GNNConfig(use_consistency=False, seeds="weak/gnn"), post_off)
+    with pytest.raises(ConfigError, match="box_constraint"):
+        check_supervision(scribble, ok, PostprocessConfig())
+    with pytest.raises(ConfigError, match="weak/gnn"):
+        check_supervision(scribble, GNNConfig(use_mp=False, use_consistency=False), post_off)
+    with pytest.raises(ConfigError, match="weak.supervision"):
+        check_supervision(WeakConfig(), GNNConfig(seeds="weak/gnn"), PostprocessConfig())
+    with pytest.raises(ConfigError, match="supervision"):
+        WeakConfig.from_params({"supervision": "polygon"})
+
+
+def test_fusion_is_the_weighted_mean_of_the_two_distributions():
+    a = np.array([[[2.0]], [[2.0]]])  # -> 0.5 / 0.5
+    b = np.array([[[0.0]], [[4.0]]])  # -> 0 / 1
+    fused = fuse_scores(a, b, 0.75)
+    np.testing.assert_allclose(fused[:, 0, 0], [0.25 * 0.5, 0.25 * 0.5 + 0.75])
+
+
+def load_stage(name):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_cams(dataset: VOCDataset, cam_dir: Path) -> None:
+    """CAM outputs that know the truth: M_I = GT, scores rising left to right on each class."""
+    for image_id in dataset.ids:
+        gt = dataset.semantic_gt(image_id)
+        labels = np.array(dataset.annotation(image_id).image_labels)
+        ramp = np.linspace(0.2, 1.0, gt.size).reshape(gt.shape)
+        cams = np.stack([(gt == c) * ramp for c in labels]).astype(np.float16)
+        (cam_dir / "scores").mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cam_dir / "scores" / f"{image_id}.npz", cams=cams, labels=labels)
+        write_label(cam_dir / "M_I" / f"{image_id}.png", np.where(gt == 255, 0, gt).astype(np.uint8))
+
+
+@pytest.mark.parametrize("supervision", ["box", "scribble", "point", "image"])
+def test_weak_seeds_stage(tiny_voc, tmp_path, supervision):
+    dataset = VOCDataset(tiny_voc, "train")
+    cam_dir, out = tmp_path / "cam", tmp_path / "seeds" / "weak"
+    fake_cams(dataset, cam_dir)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"base": {"seed": 0}, "runtime": {"workers": 0}, "dataset": {},
+                                      "seeds": {}, "weak": {"supervision": supervision, "sp_segments": 60}}))
+    run_stage(load_stage("weak_seeds").main, [str(tiny_voc), str(cam_dir), str(out), "--params", str(params)])
+    written = {d: sorted(p.name for p in (out / d).iterdir()) for d in ("affinity", "gnn", "annotations")}
+    if supervision == "box":
+        assert written == {"affinity": [], "gnn": [], "annotations": []}
+        return
+    assert written["gnn"] == sorted(f"{i}.png" for i in dataset.ids) == written["affinity"]
+    assert bool(written["annotations"]) == (supervision != "image")
+    for image_id in dataset.ids:
+        gt = dataset.semantic_gt(image_id)
+        for folder in ("affinity", "gnn"):
+            seeds = read_label(out / folder / f"{image_id}.png")
+            known = (seeds != N) & (gt != N)
+            assert known.any() and (seeds[known] == gt[known]).mean() > 0.8
+        if supervision == "scribble":  # the expanded scribbles label more than the strokes
+            ann = read_label(out / "annotations" / f"{image_id}.png")
+            assert (read_label(out / "gnn" / f"{image_id}.png") != N).sum() > (ann != N).sum()
