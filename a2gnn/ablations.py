@@ -2,6 +2,7 @@
 
     python -m a2gnn.ablations <table> [...]            # collect the experiments by name, print + write the table
     python -m a2gnn.ablations <table> --run [--jobs N]  # queue every row, run the queue, then collect
+    python -m a2gnn.ablations <table> --queue           # only queue them (then `dvc queue start`)
     python -m a2gnn.ablations <table> --dry             # the `dvc exp run` commands and the stages each row reruns
     python -m a2gnn.ablations --list                    # the tables and their rows
 
@@ -464,8 +465,10 @@ def run_dvc(args: list[str], capture: bool = False) -> str:
     return proc.stdout or ""
 
 
-def run_table(tables: Sequence[str], jobs: int, target: str | None, run: Callable[..., str] = run_dvc) -> None:
-    """Queue every implemented, non-default row of ``tables`` (replacing experiments of the same names), run them."""
+def run_table(tables: Sequence[str], jobs: int, target: str | None, run: Callable[..., str] = run_dvc,
+              start: bool = True) -> None:
+    """Queue every implemented, non-default row of ``tables`` (replacing experiments of the same names), run them
+    (``start=False``: leave them queued, for ``dvc queue start`` or a worker that is already running)."""
     rows, seen = [], set()
     for table, row in ((t, r) for t in tables for r in TABLES[t].rows if r.overrides):
         if experiment_name(table, row) not in seen:  # rows that share an experiment queue it once
@@ -477,7 +480,7 @@ def run_table(tables: Sequence[str], jobs: int, target: str | None, run: Callabl
         run(["exp", "remove", *stale])
     for table, row in rows:
         run(queue_command(table, row, target and TABLES[table].target))
-    if rows:
+    if rows and start:
         run(["exp", "run", "--run-all", "--jobs", str(jobs)])
 
 
@@ -513,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tables", nargs="*", metavar="table", help=f"{', '.join(TABLES)} or all")
     parser.add_argument("--run", action="store_true", help="queue and run the rows' experiments, then collect")
+    parser.add_argument("--queue", action="store_true", help="only queue the rows (run later: dvc queue start)")
     parser.add_argument("--dry", action="store_true", help="print the commands and the stages each row reruns")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="experiments run at a time (default 1)")
     parser.add_argument("--full", action="store_true",
@@ -539,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     target = None if args.full else TARGET
     if args.dry:
         print(dry_run(tables, root, target), end="")
+        return 0
+    if args.queue:
+        run_table(tables, args.jobs, target, start=False)
         return 0
     if args.run:
         run_table(tables, args.jobs, target)
