@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -456,10 +457,20 @@ def _dvc() -> str:
     return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
 
 
+LOCK_RETRIES = 60  # a running queue worker holds the repo lock for moments: retry a locked command this often
+LOCK_WAIT_S = 5.0
+
+
 def run_dvc(args: list[str], capture: bool = False) -> str:
     env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0")
     print("+ dvc " + " ".join(args), file=sys.stderr)
-    proc = subprocess.run([_dvc(), *args], env=env, text=True, stdout=subprocess.PIPE if capture else None)
+    for _ in range(LOCK_RETRIES):
+        proc = subprocess.run([_dvc(), *args], env=env, text=True, stdout=subprocess.PIPE if capture else None,
+                              stderr=subprocess.PIPE)
+        if proc.returncode == 0 or "Unable to acquire lock" not in (proc.stderr or ""):
+            break
+        time.sleep(LOCK_WAIT_S)
+    sys.stderr.write(proc.stderr or "")
     if proc.returncode != 0:
         raise SystemExit(f"dvc {' '.join(args)} failed ({proc.returncode})")
     return proc.stdout or ""
@@ -481,7 +492,33 @@ def run_table(tables: Sequence[str], jobs: int, target: str | None, run: Callabl
     for table, row in rows:
         run(queue_command(table, row, target and TABLES[table].target))
     if rows and start:
-        run(["exp", "run", "--run-all", "--jobs", str(jobs)])
+        run(["queue", "start", "--jobs", str(jobs)])  # detached workers: the repo stays unlocked for more queueing
+        wait_for(sorted(seen), run)
+
+
+POLL_S = 30.0
+PENDING = ("Queued", "Running")
+
+
+def pending(status: str, names: Iterable[str]) -> set[str]:
+    """Names among ``names`` that ``dvc queue status`` lists as queued or running."""
+    wanted = set(names)
+    found = set()
+    for line in status.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1] in wanted and any(state in parts for state in PENDING):
+            found.add(parts[1])
+    return found
+
+
+def wait_for(names: Sequence[str], run: Callable[..., str] = run_dvc, poll_s: float = POLL_S) -> None:
+    """Block until none of the experiments ``names`` is queued or running (they run in the queue's workers)."""
+    while True:
+        left = pending(run(["queue", "status"], capture=True), names)
+        if not left:
+            return
+        print(f"waiting for {len(left)} experiment(s): {', '.join(sorted(left))}", file=sys.stderr)
+        time.sleep(poll_s)
 
 
 def check_rows(values: Mapping[str, Any]) -> list[str]:

@@ -171,7 +171,22 @@ def test_run_table_replaces_same_named_experiments_then_queues_and_runs(monkeypa
     assert calls[0][:2] == ["exp", "show"]
     assert calls[1] == ["exp", "remove", "table4d-cos"]
     assert [c[4] for c in calls[2:4]] == ["table4d-cos", "table4d-edge"]
-    assert calls[-1] == ["exp", "run", "--run-all", "--jobs", "2"]
+    assert calls[4] == ["queue", "start", "--jobs", "2"]
+    assert calls[5] == ["queue", "status"]  # then waits until the rows have left the queue
+
+
+def test_waiting_polls_the_queue_until_the_rows_are_done(monkeypatch):
+    statuses = iter([
+        "Task  Name  Created  Status\n1a  table4d-cos  03:14 AM  Running\n2b  table4d-edge  03:14 AM  Queued\n"
+        "3c  other  03:14 AM  Queued\n",
+        "Task  Name  Created  Status\n1a  table4d-cos  03:14 AM  Success\n2b  table4d-edge  03:14 AM  Running\n",
+        "Task  Name  Created  Status\n1a  table4d-cos  03:14 AM  Success\n2b  table4d-edge  03:14 AM  Failed\n"
+        "3c  other  03:14 AM  Running\n",
+    ])
+    polls = []
+    ablations.wait_for(["table4d-cos", "table4d-edge"], run=lambda args, capture=False: polls.append(args) or next(statuses),
+                       poll_s=0)
+    assert len(polls) == 3  # "other" running does not keep it waiting
 
 
 def test_main_writes_markdown_and_json_and_keeps_results_when_nothing_is_found(tmp_path, monkeypatch, capsys):
