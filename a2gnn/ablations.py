@@ -459,6 +459,7 @@ def _dvc() -> str:
 
 LOCK_RETRIES = 60  # a running queue worker holds the repo lock for moments: retry a locked command this often
 LOCK_WAIT_S = 5.0
+LOCKED = ("Unable to acquire lock", "is being blocked by")  # what dvc says when another dvc process holds the repo
 
 
 def run_dvc(args: list[str], capture: bool = False) -> str:
@@ -467,7 +468,7 @@ def run_dvc(args: list[str], capture: bool = False) -> str:
     for _ in range(LOCK_RETRIES):
         proc = subprocess.run([_dvc(), *args], env=env, text=True, stdout=subprocess.PIPE if capture else None,
                               stderr=subprocess.PIPE)
-        if proc.returncode == 0 or "Unable to acquire lock" not in (proc.stderr or ""):
+        if proc.returncode == 0 or not any(msg in (proc.stderr or "") for msg in LOCKED):
             break
         time.sleep(LOCK_WAIT_S)
     sys.stderr.write(proc.stderr or "")
