@@ -103,7 +103,7 @@ def test_runtime_knobs_rerun_nothing_and_change_no_output(repo):
         ("a2gnn/graph.py", {"pseudo_labels", "random_walk"}),
         ("a2gnn/label_eval.py", {"evaluate_seeds", "evaluate_pseudo_labels", "evaluate_deeplab"}),
         ("a2gnn/seeds/grabcut.py", {"grabcut"}),  # the box geometry lives in a2gnn/boxes.py, not with GrabCut
-        ("a2gnn/boxes.py", {"grabcut", "seeds", "box_baselines", "instances", "train_maskrcnn", "train_maskrcnn_gt",
+        ("a2gnn/boxes.py", {"grabcut", "seeds", "weak_seeds", "box_baselines", "instances", "train_maskrcnn", "train_maskrcnn_gt",
                             "evaluate_maskrcnn", "figure"}),
     ],
 )
