@@ -178,3 +178,22 @@ def test_weak_seeds_stage(tiny_voc, tmp_path, supervision):
         if supervision == "scribble":  # the expanded scribbles label more than the strokes
             ann = read_label(out / "annotations" / f"{image_id}.png")
             assert (read_label(out / "gnn" / f"{image_id}.png") != N).sum() > (ann != N).sum()
+
+
+def test_a_users_annotation_maps_are_read_and_bad_ones_named(tiny_voc, tmp_path):
+    dataset = VOCDataset(tiny_voc, "train")
+    cam_dir = tmp_path / "cam"
+    fake_cams(dataset, cam_dir)
+    first = dataset.ids[0]
+    gt = dataset.semantic_gt(first)
+    mine = np.full(gt.shape, N, np.uint8)
+    mine[gt.shape[0] // 2, :] = gt[gt.shape[0] // 2, :]  # one horizontal stroke across the image
+    write_label(tiny_voc / "mine" / f"{first}.png", mine)
+    cfg = WeakConfig(supervision="scribble", annotation_dir="mine", sp_segments=60)
+    annotation, _, _ = weak.image_weak_seeds(dataset, first, cam_dir, tiny_voc, cfg, weak.SeedsConfig(), 0)
+    assert np.array_equal(annotation, mine)
+    with pytest.raises(weak.DataError, match="annotation map missing"):
+        weak.image_weak_seeds(dataset, dataset.ids[1], cam_dir, tiny_voc, cfg, weak.SeedsConfig(), 0)
+    write_label(tiny_voc / "mine" / f"{first}.png", mine[:-1])
+    with pytest.raises(weak.DataError, match=f"{first}.png"):
+        weak.image_weak_seeds(dataset, first, cam_dir, tiny_voc, cfg, weak.SeedsConfig(), 0)

@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from a2gnn.io import IGNORE_INDEX, DataError, read_label
+from a2gnn.io import DataError
 from a2gnn.supervision import WeakConfig
 from a2gnn.seeds.fusion import SeedsConfig, read_cam_scores, read_seed_map, top_confident_labels
 from a2gnn.slic import slic
@@ -94,13 +94,7 @@ def read_annotation(path: Path, shape: tuple[int, int], num_classes: int) -> np.
     """A user's annotation map: same size as the image, class ids 0..C-1 or 255; clear DataError otherwise."""
     if not path.is_file():
         raise DataError(path, "annotation map missing (weak.annotation_dir names a folder with <id>.png per image)")
-    label = read_label(path)
-    if label.shape != shape:
-        raise DataError(path, f"annotation is {label.shape[1]}x{label.shape[0]}, the image {shape[1]}x{shape[0]}")
-    bad = (label >= num_classes) & (label != IGNORE_INDEX)
-    if bad.any():
-        raise DataError(path, f"values {sorted(set(label[bad].tolist()))} outside 0..{num_classes - 1} and 255")
-    return label
+    return read_seed_map(path, shape, num_classes)
 
 
 def image_weak_seeds(dataset, image_id: str, cam_dir: Path, data_root: Path, cfg: WeakConfig, seeds: SeedsConfig,
