@@ -216,7 +216,7 @@ def downstream_section(data: Mapping[str, Any]) -> str:
 
 
 def ablations_section(data: Mapping[str, Any]) -> str:
-    text = "## Ablations (paper Table 4, Fig. 7; pseudo-label mIoU, train split)\n\n"
+    text = "## Ablations (paper Table 4, Fig. 7, Table 5; pseudo-label train mIoU unless a table says otherwise)\n\n"
     if not data["ablations"]:
         return text + "No ablation table yet: `make table4a table4b table4d table4e fig7` runs them.\n"
     for result in data["ablations"].values():
