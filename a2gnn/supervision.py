@@ -2,14 +2,24 @@
 
 Kept apart from the seed making (:mod:`a2gnn.seeds.weak`) so the stages that only need to know the supervision
 (``pseudo_labels``) do not depend on the code that draws scribbles and points.
+
+``pseudo_labels`` does not read the ``weak`` and ``random_walk`` params itself: ``weak_seeds`` writes the part it
+needs (the supervision, and the random-walk settings only when §7.1's fusion is on) to a small JSON record
+(:func:`supervision_record`). A knob of the random walk then reruns the cheap ``weak_seeds`` stage, whose record is
+unchanged under box supervision, so DVC skips the A²GNN (it reruns it when the fusion really reads the knob).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import typing
+from collections.abc import Mapping
+from pathlib import Path
 
 from a2gnn.config import Config, ConfigError
+from a2gnn.io import DataError
 
 BOX = "box"
 SUPERVISION_TYPES = (BOX, "scribble", "point", "image")  # a2gnn.seeds.weak.SUPERVISIONS has the last three
@@ -47,9 +57,50 @@ class WeakConfig(Config):
         return self.supervision == BOX
 
 
-def check_supervision(cfg: WeakConfig, gnn, post) -> None:
+@dataclasses.dataclass(frozen=True)
+class SupervisionRecord:
+    """What ``pseudo_labels`` needs to know of the supervision (written by ``weak_seeds``)."""
+
+    supervision: str = BOX
+    rw_fusion: float = 0.0  # share of the random walk in the final scores; 0 = no fusion
+    random_walk: Mapping | None = None  # the ``random_walk`` params section, only when rw_fusion > 0
+
+    @property
+    def uses_boxes(self) -> bool:
+        return self.supervision == BOX
+
+
+def supervision_record(cfg: WeakConfig, random_walk: Mapping | None, images: int) -> dict:
+    """The JSON record of ``weak_seeds``: the supervision, its image count and source of annotations, and the
+    fusion settings, which carry the ``random_walk`` section only when ``cfg.rw_fusion`` > 0 (else null)."""
+    fused = cfg.rw_fusion > 0
+    return {"supervision": cfg.supervision, "images": images,
+            "annotations": "synthetic" if not cfg.annotation_dir else cfg.annotation_dir,
+            "rw_fusion": cfg.rw_fusion, "random_walk": dict(random_walk or {}) if fused else None}
+
+
+def read_supervision_record(path: os.PathLike | str) -> SupervisionRecord:
+    """Read the record of :func:`supervision_record`; a missing or malformed file raises DataError naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        record = SupervisionRecord(supervision=data["supervision"], rw_fusion=float(data["rw_fusion"]),
+                                   random_walk=data["random_walk"])
+    except FileNotFoundError:
+        raise DataError(path, "supervision record is missing (written by stages/weak_seeds.py)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(path, f"not a supervision record of stages/weak_seeds.py ({exc!r})") from None
+    if record.supervision not in SUPERVISION_TYPES:
+        raise DataError(path, f"supervision {record.supervision!r} is not one of {SUPERVISION_TYPES}")
+    if record.rw_fusion > 0 and not isinstance(record.random_walk, Mapping):
+        raise DataError(path, "rw_fusion > 0 but no random_walk settings")
+    return record
+
+
+def check_supervision(cfg: WeakConfig | SupervisionRecord, gnn, post) -> None:
     """Refuse settings that would read boxes the supervision does not have, or the wrong seeds (ConfigError).
 
+    ``cfg``: the ``weak`` section or the record of ``weak_seeds`` (``supervision``, ``uses_boxes``);
     ``gnn``: a GNNConfig (``use_mp``, ``use_consistency``, ``seeds``); ``post``: a PostprocessConfig.
     """
     if cfg.uses_boxes:

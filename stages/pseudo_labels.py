@@ -1,11 +1,13 @@
 """Stage ``pseudo_labels``: image -> graph -> A²GNN per image (Eq. 14-28) -> dense CRF -> label PNGs.
 
-    python stages/pseudo_labels.py <data_root> <seed_dir> <affinity_model> <cam_dir> <out_dir> <checks_json>
+    python stages/pseudo_labels.py <data_root> <seed_dir> <affinity_model> <cam_dir> <supervision_json> <out_dir>
+        <checks_json>
 
 <seed_dir> is outputs/seeds/${gnn.seeds} (M_g, or M_F for Table 4(e), weak/gnn for §7). Writes <out_dir>/<id>.png
 for the train split, all or nothing, and <checks_json>: what consistency checking (Eq. 27-28) removed, scored
-against the ground truth (a diagnostic; the method never reads the ground truth). <cam_dir>/scores is read only
-with ``weak.rw_fusion`` > 0 (§7.1 image-level: A²GNN and the random walk fused 1:3).
+against the ground truth (a diagnostic; the method never reads the ground truth). <supervision_json> is the record of
+stages/weak_seeds.py (the supervision; the random-walk settings when ``weak.rw_fusion`` > 0); <cam_dir>/scores is
+read only with that fusion (§7.1 image-level: A²GNN and the random walk fused 1:3).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from a2gnn.io import write_json
 from a2gnn.gnn.pseudo_labels import A2GNNScorer
 from a2gnn.pseudo_labels import FusedScorer, PostprocessConfig, write_pseudo_labels
 from a2gnn.random_walk import RandomWalkConfig, RandomWalkScorer
-from a2gnn.supervision import WeakConfig, check_supervision
+from a2gnn.supervision import check_supervision, read_supervision_record
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
-    for name in ("data_root", "seed_dir", "affinity_model", "cam_dir", "out_dir", "checks_json"):
+    for name in ("data_root", "seed_dir", "affinity_model", "cam_dir", "supervision_json", "out_dir",
+                 "checks_json"):
         parser.add_argument(name)
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
@@ -37,8 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     gnn = GNNConfig.from_params(params.get("gnn"))
     post = PostprocessConfig.from_params(params.get("postprocess"))
     crf = CRFConfig.from_params(params.get("crf"))
-    weak = WeakConfig.from_params(params.get("weak"))
-    walk = RandomWalkConfig.from_params(params.get("random_walk"))
+    weak = read_supervision_record(args.supervision_json)
     check_supervision(weak, gnn, post)
     dataset = open_dataset(data, data.train_split, args.data_root)
     model = load_affinity(args.affinity_model, runtime.device)
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                         runtime.workers, runtime.gnn_batch_images)
     scorer = a2gnn
     if weak.rw_fusion > 0:
+        walk = RandomWalkConfig.from_params(weak.random_walk)
         walker = RandomWalkScorer(dataset, model, Path(args.cam_dir), graph, walk, runtime.device)
         scorer = FusedScorer(a2gnn, walker, weak.rw_fusion)
     write_pseudo_labels(dataset, scorer, post, crf, runtime.workers, runtime.chunk_images, args.out_dir,

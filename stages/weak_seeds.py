@@ -1,12 +1,13 @@
 """Seeds from scribbles, points or image-level labels (§7.1, Table 5) for ``weak.supervision``; nothing for boxes.
 
-    python stages/weak_seeds.py <data_root> <cam_dir> <out_dir>
+    python stages/weak_seeds.py <data_root> <cam_dir> <out_dir> <record_json>
 
 Writes <out_dir>/affinity/<id>.png (seeds of the affinity CNN: ``affinity.seeds: weak/affinity``),
 <out_dir>/gnn/<id>.png (A²GNN node labels: ``gnn.seeds: weak/gnn``), <out_dir>/annotations/<id>.png (the
-scribbles or points used, synthetic from the ground truth unless ``weak.annotation_dir`` is set) and
-<out_dir>/supervision.json, all or nothing. With ``weak.supervision: box`` (the paper's main task) the folders
-stay empty: the box pipeline's seeds come from stages/seeds.py.
+scribbles or points used, synthetic from the ground truth unless ``weak.annotation_dir`` is set), all or
+nothing, and <record_json>, what ``pseudo_labels`` needs to know (the supervision, and the ``random_walk`` section
+only when ``weak.rw_fusion`` > 0: see :mod:`a2gnn.supervision`). With ``weak.supervision: box`` (the paper's main
+task) the folders stay empty: the box pipeline's seeds come from stages/seeds.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from a2gnn.io import atomic_dir, write_json, write_label
 from a2gnn.parallel import parallel_map
 from a2gnn.seeds.fusion import SeedsConfig
 from a2gnn.seeds.weak import image_weak_seeds
-from a2gnn.supervision import WeakConfig
+from a2gnn.supervision import WeakConfig, supervision_record
 
 FOLDERS = ("affinity", "gnn", "annotations")
 
@@ -31,13 +32,14 @@ def _job(args):
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
-    for name in ("data_root", "cam_dir", "out_dir"):
+    for name in ("data_root", "cam_dir", "out_dir", "record_json"):
         parser.add_argument(name)
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
     seeds = SeedsConfig.from_params(params.get("seeds"))
     cfg = WeakConfig.from_params(params.get("weak"))
+    walk = params.get("random_walk") if cfg.rw_fusion > 0 else None  # read here so pseudo_labels need not
     dataset = open_dataset(data, data.train_split, args.data_root)
     ids = [] if cfg.uses_boxes else list(dataset.ids)
     jobs = [(dataset, i, Path(args.cam_dir), Path(args.data_root), cfg, seeds, base.seed) for i in ids]
@@ -50,9 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             write_label(tmp / "gnn" / f"{image_id}.png", node)
             if annotation is not None:
                 write_label(tmp / "annotations" / f"{image_id}.png", annotation)
-        write_json(tmp / "supervision.json", {"supervision": cfg.supervision, "images": len(ids),
-                                              "annotations": "synthetic" if not cfg.annotation_dir
-                                              else cfg.annotation_dir})
+    write_json(args.record_json, supervision_record(cfg, walk, len(ids)), ndigits=12)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,24 @@ def test_changing_a_grabcut_param_reruns_only_grabcut_and_downstream(repo):
     assert dvc_status_stages(repo) == set()
 
 
+def test_a_random_walk_knob_does_not_rerun_the_a2gnn_under_box_supervision(repo):
+    """pseudo_labels reads the random-walk settings only for §7.1's fusion, through the record of weak_seeds:
+    under boxes a random-walk knob reruns weak_seeds (record unchanged) and the RW, never the A²GNN."""
+    record = (repo / "outputs" / "seeds" / "weak_supervision.json").read_text()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["random_walk"]["logt"] += 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        ran = stages_run(run(["dvc", "repro"], repo))
+        assert {"weak_seeds", "random_walk", "evaluate_pseudo_labels"} <= ran, ran
+        assert "pseudo_labels" not in ran, ran
+        assert (repo / "outputs" / "seeds" / "weak_supervision.json").read_text() == record
+    finally:
+        run(["git", "checkout", "--", "."], repo)
+        run(["dvc", "checkout", "--force"], repo)
+    assert dvc_status_stages(repo) == set()
+
+
 def test_coco_input_runs_the_pipeline_from_params_alone(repo, tmp_path_factory):
     """A user with a COCO JSON of boxes and their own class names edits params.yaml only.
 
@@ -215,7 +233,7 @@ def test_scribble_supervision_runs_through_dvc(repo):
         ran = stages_run(out)
         assert {"weak_seeds", "affinity", "pseudo_labels", "train_deeplab", "evaluate_deeplab"} <= ran
         assert not ran & {"cam", "grabcut", "seeds"}, ran
-        supervision = json.loads((repo / "outputs" / "seeds" / "weak" / "supervision.json").read_text())
+        supervision = json.loads((repo / "outputs" / "seeds" / "weak_supervision.json").read_text())
         assert supervision["supervision"] == "scribble" and supervision["images"] > 0
         after = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())
         assert after["a2gnn"] != before["a2gnn"] and after["a2gnn"] >= TINY_SCRIBBLE_FLOOR, (before, after)

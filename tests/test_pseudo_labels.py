@@ -10,7 +10,8 @@ import torch
 from a2gnn.baseline import BaselineConfig, BaselineScorer, baseline_scores
 from a2gnn.crf import CRFConfig
 from a2gnn.datasets.voc import Annotation, Box
-from a2gnn.gnn.pseudo_labels import SeedCheckCounts, node_probs_to_image
+from a2gnn.gnn.pseudo_labels import SeedCheckCounts
+from a2gnn.graph_nodes import grid_probs_to_image
 from a2gnn.pseudo_labels import PostprocessConfig, box_constraint, finish_labels, generate_pseudo_labels, image_channels
 from a2gnn.seeds.scores import save_cam_scores
 
@@ -68,14 +69,14 @@ def test_finish_labels_maps_channels_to_class_ids():
     assert labels[3, 6] == 3 and labels[5, 0] == 0
 
 
-def test_node_probs_to_image_is_bilinear_between_cell_centres():
+def test_grid_probs_to_image_is_bilinear_between_cell_centres():
     """A linear ramp over the grid comes back as the same ramp at pixel centres (bilinear reproduces linear
     functions), on an image whose sides are not multiples of the stride (11 x 13, stride 4 -> 3 x 4 grid)."""
     grid, size, s = (3, 4), (11, 13), 4
     a, b = torch.meshgrid(torch.arange(3.0), torch.arange(4.0), indexing="ij")
     ramp = 0.1 + 0.05 * a + 0.02 * b  # value at cell (a, b), whose centre is pixel coordinate ((a + .5) s, (b + .5) s)
     probs = torch.stack([ramp, 1 - ramp], -1).reshape(12, 2)
-    up = node_probs_to_image(probs, grid, size, np.array([0, 1]))
+    up = grid_probs_to_image(probs, grid, size, np.array([0, 1]))
     assert up.shape == (2, 11, 13)
     for y in range(11):
         for x in range(13):

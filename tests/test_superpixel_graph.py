@@ -15,7 +15,8 @@ from a2gnn.consistency import box_nodes, box_seed_candidates, outside_boxes
 from a2gnn.datasets.embedded import generate
 from a2gnn.datasets.voc import Annotation, Box, VOCDataset
 from a2gnn.gnn.model import GNNConfig
-from a2gnn.gnn.pseudo_labels import A2GNNScorer, graph_probs_to_image, node_probs_to_image
+from a2gnn.gnn.pseudo_labels import A2GNNScorer, graph_probs_to_image
+from a2gnn.graph_nodes import grid_probs_to_image
 from a2gnn.gnn.train import collate, train_a2gnn
 from a2gnn.graph import GraphConfig, ImageGraph, build_image_graph, regulariser_pairs
 from a2gnn.graph_nodes import NODE_LAYOUTS, GridNodes, SuperpixelNodes
@@ -247,4 +248,4 @@ def test_grid_nodes_unchanged():
     probs = torch.softmax(torch.randn(h * w, 3, generator=torch.Generator().manual_seed(0)), 1)
     channels = np.array([0, 2])
     assert np.array_equal(graph_probs_to_image(graph, probs, channels),
-                          node_probs_to_image(probs, graph.grid, graph.image_size, channels))
+                          grid_probs_to_image(probs, graph.grid, graph.image_size, channels))

@@ -12,11 +12,18 @@ from a2gnn.cli import run_stage
 from a2gnn.config import ConfigError
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.gnn.model import GNNConfig
-from a2gnn.io import read_label, write_label
+from a2gnn.io import DataError, read_label, write_json, write_label
 from a2gnn.pseudo_labels import PostprocessConfig, fuse_scores
 from a2gnn.seeds import weak
 from a2gnn.seeds.weak import ImageInputs
-from a2gnn.supervision import SUPERVISION_TYPES, WeakConfig, check_supervision
+from a2gnn.supervision import (
+    SUPERVISION_TYPES,
+    SupervisionRecord,
+    WeakConfig,
+    check_supervision,
+    read_supervision_record,
+    supervision_record,
+)
 from a2gnn.weak_labels import (expand_by_superpixels, image_rng, merge_seeds, synthetic_points,
                                synthetic_scribbles)
 
@@ -162,8 +169,11 @@ def test_weak_seeds_stage(tiny_voc, tmp_path, supervision):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"base": {"seed": 0}, "runtime": {"workers": 0}, "dataset": {},
                                       "seeds": {}, "weak": {"supervision": supervision, "sp_segments": 60}}))
-    run_stage(load_stage("weak_seeds").main, [str(tiny_voc), str(cam_dir), str(out), "--params", str(params)])
+    record = tmp_path / "record.json"
+    run_stage(load_stage("weak_seeds").main, [str(tiny_voc), str(cam_dir), str(out), str(record),
+                                              "--params", str(params)])
     written = {d: sorted(p.name for p in (out / d).iterdir()) for d in ("affinity", "gnn", "annotations")}
+    assert read_supervision_record(record) == SupervisionRecord(supervision)
     if supervision == "box":
         assert written == {"affinity": [], "gnn": [], "annotations": []}
         return
@@ -197,3 +207,20 @@ def test_a_users_annotation_maps_are_read_and_bad_ones_named(tiny_voc, tmp_path)
     write_label(tiny_voc / "mine" / f"{first}.png", mine[:-1])
     with pytest.raises(weak.DataError, match=f"{first}.png"):
         weak.image_weak_seeds(dataset, first, cam_dir, tiny_voc, cfg, weak.SeedsConfig(), 0)
+
+
+def test_the_supervision_record_carries_the_random_walk_only_with_the_fusion(tmp_path):
+    walk = {"logt": 3, "beta": 8.0, "bg_alpha": 6.0}
+    path = tmp_path / "record.json"
+    for cfg, expected in ((WeakConfig(), SupervisionRecord("box")),
+                          (WeakConfig(supervision="image", rw_fusion=0.75),
+                           SupervisionRecord("image", 0.75, walk))):
+        write_json(path, supervision_record(cfg, walk, 3), ndigits=12)
+        assert read_supervision_record(path) == expected
+    # a random-walk knob leaves the record of a run without fusion byte-identical (pseudo_labels is not rerun)
+    assert supervision_record(WeakConfig(), walk, 3) == supervision_record(WeakConfig(), {**walk, "logt": 4}, 3)
+    path.write_text('{"supervision": "boxes", "rw_fusion": 0, "random_walk": null}')
+    with pytest.raises(DataError, match="record.json.*boxes"):
+        read_supervision_record(path)
+    with pytest.raises(DataError, match="missing.*record.json|record.json.*missing"):
+        read_supervision_record(tmp_path / "record.json.gone")

@@ -17,17 +17,9 @@ import numpy as np
 from torch import Tensor
 
 from a2gnn.graph import ImageGraph, build_graphs
-from a2gnn.graph_nodes import grid_probs_to_image
 from a2gnn.gnn.train import train_a2gnn
 from a2gnn.io import IGNORE_INDEX
 from a2gnn.pseudo_labels import image_channels
-
-
-def node_probs_to_image(probs: Tensor, grid: tuple[int, int], image_size: tuple[int, int], channels: np.ndarray) -> np.ndarray:
-    """A²GNN output O (N, C) on the grid -> (1 + K, H, W) for the image's channels, bilinearly up-sampled with the
-    one image <-> grid mapping (:meth:`a2gnn.grid.GridMap.upsample`, §5). Grid nodes only; see
-    :func:`graph_probs_to_image`."""
-    return grid_probs_to_image(probs, grid, image_size, channels)
 
 
 def graph_probs_to_image(graph: ImageGraph, probs: Tensor, channels: np.ndarray) -> np.ndarray:
