@@ -19,6 +19,7 @@ from pathlib import Path
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets import open_dataset
+from a2gnn.datasets.resize import unwrap
 from a2gnn.instance.coco_eval import instance_metrics
 from a2gnn.instance.maskrcnn import dataset_records, load_maskrcnn, predict, register_instances, write_gt_instances
 from a2gnn.instance.pseudo_instances import image_root
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params, _, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
-    val = open_dataset(data, data.val_split, args.data_root)
+    val = unwrap(open_dataset(data, data.val_split, args.data_root))  # full size, as the training
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         gt_json = Path(tmp) / "val_gt.json"

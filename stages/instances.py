@@ -13,6 +13,7 @@ import logging
 from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets import open_dataset
+from a2gnn.datasets.resize import unwrap
 from a2gnn.instance.pseudo_instances import InstanceConfig, write_pseudo_instances
 
 
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     data = DatasetConfig.from_params(params.get("dataset"))
     cfg = InstanceConfig.from_params(params.get("instances"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    dataset = open_dataset(data, data.train_split, args.data_root)
+    # the photos as they are (pseudo labels are written at full size; detectron2 resizes by itself)
+    dataset = unwrap(open_dataset(data, data.train_split, args.data_root))
     write_pseudo_instances(dataset, args.label_dir, cfg, args.out_json, progress)
 
 

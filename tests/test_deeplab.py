@@ -180,3 +180,20 @@ def test_train_stage_under_torchrun_matches_the_launcher(tiny_voc, tmp_path):
                         "--checkpoints", str(tmp_path / name / "ckpt")], check=True, env=env, cwd=tmp_path)
         outs[name] = load_deeplab(out)[0]
     assert same_weights(outs["own"], outs["torchrun"])
+
+
+def test_full_size_pseudo_labels_are_shrunk_with_the_photos(tiny_voc, tmp_path):
+    """``dataset.max_side``: DeepLab sees the shrunk photo; a label map written at the photo's full size is
+    shrunk to it by nearest neighbour (the ground truth's rule), a map of any other size is an error."""
+    small = open_dataset(DatasetConfig(max_side=64), "train", tiny_voc)
+    labels = tmp_path / "labels"
+    for image_id in small.ids:
+        write_label(labels / f"{image_id}.png", small.original.semantic_gt(image_id))
+    data = SegmentationDataset(small, labels)
+    first = small.ids[0]
+    image, label = data.sample(first)
+    assert image.shape[:2] == label.shape == small.semantic_gt(first).shape and max(label.shape) == 64
+    assert np.array_equal(label, small.semantic_gt(first))
+    write_label(labels / f"{first}.png", np.zeros((5, 7), np.uint8))
+    with pytest.raises(DataError, match=f"{first}.png"):
+        data.sample(first)

@@ -169,3 +169,21 @@ def test_stage_writes_identical_bytes_twice(tiny_voc, tmp_path):
         stage.main([str(tiny_voc), str(labels), str(out), "--params", str(params)])
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] and json.loads(outs[0])["annotations"]
+
+
+def test_large_photos_give_instances_at_their_full_size(tiny_voc, tmp_path):
+    """With ``dataset.max_side`` the earlier stages see shrunk photos but write pseudo labels at full size: the
+    instances (and so Mask R-CNN, which resizes by itself) are at the photo's own size, boxes as annotated."""
+    dataset = VOCDataset(tiny_voc, "train")
+    labels = tmp_path / "labels"
+    write_gt_labels(dataset, labels)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"dataset": {"root": str(tiny_voc), "max_side": 64}}))
+    out = tmp_path / "train.json"
+    load_stage("instances").main([str(tiny_voc), str(labels), str(out), "--params", str(params)])
+    coco = COCO(str(out))
+    for image_id, img in zip(dataset.ids, sorted(coco.imgs.values(), key=lambda i: i["id"])):
+        ann = dataset.annotation(image_id)
+        assert (img["height"], img["width"]) == (ann.height, ann.width) and max(ann.height, ann.width) > 64
+        masks = [coco.annToMask(a) for a in coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))]
+        assert masks and all(m.shape == (ann.height, ann.width) for m in masks)

