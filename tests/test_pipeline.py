@@ -152,7 +152,8 @@ def test_a_random_walk_knob_does_not_rerun_the_a2gnn_under_box_supervision(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         ran = stages_run(run(["dvc", "repro"], repo))
-        assert {"weak_seeds", "random_walk", "evaluate_pseudo_labels"} <= ran, ran
+        # (evaluate_pseudo_labels follows only if the RW labels change, which on the tiny profile they may not)
+        assert {"weak_seeds", "random_walk"} <= ran, ran
         assert "pseudo_labels" not in ran, ran
         assert (repo / "outputs" / "seeds" / "weak_supervision.json").read_text() == record
     finally:
