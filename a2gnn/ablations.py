@@ -19,8 +19,9 @@ GrabCut, seeds and affinity stages (``--dry`` prints this per row, computed from
 results through DVC's run cache when the queue runs them one at a time (``--jobs 1``, the default).
 
 Results go to ``metrics/ablations/<table>.md`` and ``<table>.json`` (committed to git; the ``report`` stage
-reads the JSON). Experiments are looked up among those of the current baseline commit (``dvc exp show``);
-``--all-commits`` looks at every commit's. Collecting without any experiment of a table found keeps an existing
+reads the JSON). Experiments are looked up among those of the current baseline commit (``dvc exp show``; after
+``--run``, of the commit they were queued on, even if a commit was made meanwhile); ``--all-commits`` looks at
+every commit's. Collecting without any experiment of a table found keeps an existing
 JSON (``--write`` overwrites it anyway).
 """
 
@@ -359,8 +360,11 @@ def parse_exp_show(show: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any] | 
     return default or workspace, experiments
 
 
-def exp_show(all_commits: bool = False, run: Callable[..., str] | None = None) -> list[dict[str, Any]]:
-    out = (run or run_dvc)(["exp", "show", "--json"] + (["--all-commits"] if all_commits else []), capture=True)
+def exp_show(all_commits: bool = False, run: Callable[..., str] | None = None,
+             rev: str | None = None) -> list[dict[str, Any]]:
+    """``dvc exp show --json`` of HEAD, of every commit (``all_commits``) or of the baseline commit ``rev``."""
+    args = ["--all-commits"] if all_commits else ["--rev", rev] if rev else []
+    out = (run or run_dvc)(["exp", "show", "--json"] + args, capture=True)
     return json.loads(out[out.index("["):]) if "[" in out else []
 
 
@@ -496,6 +500,12 @@ def run_table(tables: Sequence[str], jobs: int, target: str | None, run: Callabl
         wait_for(sorted(seen), run)
 
 
+def git_head() -> str | None:
+    """The checked-out commit (the baseline of experiments queued now), or None outside a git repository."""
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], text=True, capture_output=True)
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+
+
 POLL_S = 30.0
 PENDING = ("Queued", "Running")
 
@@ -584,9 +594,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.queue:
         run_table(tables, args.jobs, target, start=False)
         return 0
+    baseline = None
     if args.run:
+        baseline = None if args.all_commits else git_head()  # the queue's baseline, even if HEAD moves meanwhile
         run_table(tables, args.jobs, target)
-    default, experiments = parse_exp_show(exp_show(args.all_commits))
+    default, experiments = parse_exp_show(exp_show(args.all_commits, rev=baseline))
     for table in tables:
         result = collect(table, default, experiments)
         print(format_markdown(result))

@@ -205,6 +205,27 @@ def test_main_writes_markdown_and_json_and_keeps_results_when_nothing_is_found(t
     assert json.loads((tmp_path / "metrics/ablations/table4d.json").read_text()) == data
 
 
+def test_run_collects_among_the_experiments_of_the_commit_they_were_queued_on(tmp_path, monkeypatch):
+    """A commit made while the queue runs moves HEAD; the table must still find the queued rows."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    heads = iter(["queued-on", "moved-on"])  # HEAD when queueing, then after a commit during the run
+    monkeypatch.setattr(ablations, "git_head", lambda: next(heads))
+    monkeypatch.setattr(ablations, "run_table", lambda *a, **k: None)
+    shows = []
+    monkeypatch.setattr(ablations, "run_dvc",
+                        lambda args, capture=False: shows.append(args) or json.dumps(fake_exp_show("table4d")))
+    assert ablations.main(["table4d", "--run"]) == 0
+    assert shows == [["exp", "show", "--json", "--rev", "queued-on"]]
+    assert "77.3" in (tmp_path / "metrics/ablations/table4d.md").read_text()
+    shows.clear()
+    assert ablations.main(["table4d", "--run", "--all-commits"]) == 0
+    assert shows == [["exp", "show", "--json", "--all-commits"]]
+    shows.clear()
+    assert ablations.main(["table4d"]) == 0  # collecting alone: HEAD's experiments, as `dvc exp show`
+    assert shows == [["exp", "show", "--json"]]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # which stages a row reruns
 # --------------------------------------------------------------------------------------------------------------
