@@ -12,6 +12,18 @@ Each lives in its own module so a stage imports (and DVC re-runs it for) only th
 Post-processing, in order: bilinear up-sampling to the image (§5), the box constraint (our choice, a
 param: a class may only appear inside a box of that class, background everywhere), the dense CRF
 (§5: unary = the probabilities, Gaussian + bilateral pairwise; a param), arg-max -> class ids.
+
+Photos larger than ``dataset.max_side`` are worked on shrunk; §5 says the output probability is interpolated
+bilinearly "to the original resolution" before the CRF. ``postprocess.resolution`` chooses where the steps run:
+
+* ``working``: all at the shrunk size, the label map then enlarged to the photo by nearest neighbour;
+* ``original`` (§5 read literally): the probabilities up-sampled to the photo's own size, the photo's boxes and a
+  CRF on the full-size photo (whose kernels, in pixels, cover a smaller share of a large photo unless
+  ``crf.scale_with_image``);
+* ``two_scale``: the CRF at the shrunk size (where its kernels were tuned), then its marginals up-sampled
+  bilinearly and refined by a second CRF on the full-size photo within the photo's boxes.
+
+For images at most ``max_side`` long the three are the same computation.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from a2gnn.config import Config
-from a2gnn.crf import CRFConfig, crf_job
+from a2gnn.crf import CRFConfig, crf_job, dense_crf
 from a2gnn.datasets.voc import Annotation
 from a2gnn.parallel import parallel_map
 
@@ -35,6 +47,13 @@ class PostprocessConfig(Config):
     SECTION: typing.ClassVar[str] = "postprocess"
     use_crf: bool = True  # dense CRF post-processing (§5); its params are the `crf` section
     box_constraint: bool = True  # class c only inside boxes of class c, background anywhere (our choice)
+    resolution: str = "two_scale"  # working | original | two_scale: where box constraint and CRF run (§5)
+
+    def validate(self) -> None:
+        self.check(self.resolution in RESOLUTIONS, "resolution", f"one of {RESOLUTIONS}")
+
+
+RESOLUTIONS = ("working", "original", "two_scale")
 
 
 def image_channels(annotation: Annotation) -> np.ndarray:
@@ -68,6 +87,12 @@ def normalise(scores: np.ndarray) -> np.ndarray:
     return np.where(total > 0, scores / np.maximum(total, 1e-12), uniform).astype(np.float32)
 
 
+def constrained_probs(scores: np.ndarray, annotation: Annotation, cfg: PostprocessConfig) -> np.ndarray:
+    """Scores (1 + K, H, W) -> per-pixel distribution, box-constrained when ``cfg.box_constraint``."""
+    probs = normalise(scores)
+    return box_constraint(probs, image_channels(annotation), annotation) if cfg.box_constraint else probs
+
+
 def finish_labels(
     images: Sequence[np.ndarray],
     scores: Sequence[np.ndarray],
@@ -80,15 +105,49 @@ def finish_labels(
 
     scores[i]: (1 + K_i, H_i, W_i) for channels ``image_channels(annotations[i])``. Returns (H, W) uint8 maps.
     """
-    probs = []
-    for score, ann in zip(scores, annotations):
-        p = normalise(score)
-        if cfg.box_constraint:
-            p = box_constraint(p, image_channels(ann), ann)
-        probs.append(p)
+    probs = [constrained_probs(score, ann, cfg) for score, ann in zip(scores, annotations)]
     if cfg.use_crf:
         probs = parallel_map(crf_job, [(im, p, crf) for im, p in zip(images, probs)], workers, desc="crf")
     return [image_channels(ann)[p.argmax(axis=0)].astype(np.uint8) for p, ann in zip(probs, annotations)]
+
+
+def upsample_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of class scores (C, h, w) to ``size`` = (H, W) (pixel centres aligned, edges clamped):
+    (C, H, W) float32; returned as is when already that size."""
+    import cv2
+
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape[1:] == tuple(size):
+        return scores
+    out = [cv2.resize(channel, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for channel in scores]
+    return np.stack(out).astype(np.float32)
+
+
+def finish_at_original(job) -> np.ndarray:
+    """One shrunk image's labels at its original resolution (``resolution`` ``original`` or ``two_scale``).
+
+    job: ``(image_path, scores (1 + K, h, w) at the working size, annotation at the working size, annotation at the
+    original size, PostprocessConfig, CRFConfig)``. Returns (H, W) uint8 class ids. The photo is read here (in the
+    worker), so a chunk never holds more than one full-size photo per process. Picklable for
+    :func:`a2gnn.parallel.parallel_map`.
+    """
+    from a2gnn.datasets.resize import resize_image
+    from a2gnn.io import DataError, read_image
+
+    path, scores, working, annotation, cfg, crf = job
+    image = read_image(path)
+    if image.shape[:2] != (annotation.height, annotation.width):
+        raise DataError(path, f"image is {image.shape[1]}x{image.shape[0]}, its annotation says "
+                              f"{annotation.width}x{annotation.height}")
+    shrunk = scores.shape[1:] != image.shape[:2]
+    if cfg.use_crf and cfg.resolution == "two_scale" and shrunk:  # first scale: the CRF on the shrunk photo
+        probs = dense_crf(resize_image(image, scores.shape[1:]), constrained_probs(scores, working, cfg), crf)
+    else:
+        probs = normalise(scores)
+    probs = constrained_probs(upsample_scores(probs, image.shape[:2]), annotation, cfg)
+    if cfg.use_crf:
+        probs = dense_crf(image, probs, crf)
+    return image_channels(annotation)[probs.argmax(axis=0)].astype(np.uint8)
 
 
 def aligned_cams(path, annotation: Annotation) -> np.ndarray:
@@ -131,13 +190,22 @@ def generate_pseudo_labels(
     """Yield ``(image_id, label (H, W) uint8)`` for every image of ``dataset``, ``chunk_images`` at a time.
 
     Working in chunks bounds memory (the graph features of one chunk) at any dataset size; the chunk size
-    does not change any label.
+    does not change any label. Labels are at the original size when ``cfg.resolution`` is not ``working`` and the
+    dataset was shrunk (:class:`a2gnn.datasets.resize.ResizedDataset`), else at the size the scorer saw.
     """
+    from a2gnn.datasets.resize import ResizedDataset
+
     ids = list(dataset.ids)
     chunks = [ids[s : s + chunk_images] for s in range(0, len(ids), chunk_images)]
+    at_original = cfg.resolution != "working" and isinstance(dataset, ResizedDataset)
     for chunk in progress(chunks) if progress is not None else chunks:
         annotations = [dataset.annotation(i) for i in chunk]
         scores = scorer(chunk, annotations)
+        if at_original:
+            jobs = [(dataset.image_path(i), s, a, dataset.original.annotation(i), cfg, crf_cfg)
+                    for i, s, a in zip(chunk, scores, annotations)]
+            yield from zip(chunk, parallel_map(finish_at_original, jobs, workers, desc="crf (original size)"))
+            continue
         images = [dataset.image(i) for i in chunk]
         yield from zip(chunk, finish_labels(images, scores, annotations, cfg, crf_cfg, workers))
 
@@ -145,7 +213,7 @@ def generate_pseudo_labels(
 def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg: CRFConfig, workers: int,
                         chunk_images: int, out_dir, desc: str) -> None:
     """Run :func:`generate_pseudo_labels` and write ``<out_dir>/<id>.png``, all or nothing (atomic directory),
-    at the original image resolution (nearest neighbour, when ``dataset.max_side`` shrank the image)."""
+    at the original image resolution (labels made at the working size are enlarged by nearest neighbour)."""
     from a2gnn.cli import progress
     from a2gnn.datasets.resize import to_original
     from a2gnn.io import atomic_dir, write_label

@@ -7,19 +7,25 @@ Usage (from a repository whose params.yaml describes the dataset)::
 
 Prints, for A (first directory) and B: the share of labelled pixels each gets wrong, how many of B's wrong pixels
 A fixes and how many right ones it breaks, the share of each method's errors within ``--band`` pixels of an
-object outline, and on how many images A's foreground IoU is better / worse than B's by more than ``--margin``.
+object outline, on how many images A's foreground IoU is better / worse than B's by more than ``--margin``, and
+the mIoU difference A - B with its paired bootstrap interval over images (``--rounds`` draws): an interval that
+straddles zero is no clear margin.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from a2gnn.config import DatasetConfig, load_params
 from a2gnn.datasets import open_dataset
 from a2gnn.datasets.resize import original_gt
+from a2gnn.evaluation import ConfusionMatrix
 from a2gnn.io import DataError, read_label
 from a2gnn.label_eval import check_label_values, prediction_paths
 from a2gnn.outline_errors import ErrorSplit, error_split, foreground_iou
+from a2gnn.paired_bootstrap import paired_bootstrap
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,11 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--band", type=int, default=5, help="outline band half-width in pixels")
     parser.add_argument("--margin", type=float, default=0.005, help="foreground IoU difference that counts")
+    parser.add_argument("--rounds", type=int, default=2000, help="bootstrap draws of the mIoU difference")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = DatasetConfig.from_params(params.get("dataset"))
     dataset = open_dataset(cfg, cfg.train_split, args.data_root)
     total, better, worse = ErrorSplit(), 0, 0
+    mats: dict[str, list[np.ndarray]] = {"a": [], "b": []}
     for image_id, pa, pb in zip(dataset.ids, prediction_paths(dataset, args.a), prediction_paths(dataset, args.b)):
         a, b = read_label(pa), read_label(pb)
         gt = original_gt(dataset, image_id, a.shape)
@@ -44,6 +52,10 @@ def main(argv: list[str] | None = None) -> None:
                                       f"{gt.shape[1]}x{gt.shape[0]}")
             check_label_values(path, label, dataset.num_classes)
         total = total + error_split(a, b, gt, args.band)
+        for key, label in (("a", a), ("b", b)):
+            cm = ConfusionMatrix(dataset.num_classes)
+            cm.update(gt, label)
+            mats[key].append(cm.mat)
         diff = foreground_iou(a, gt) - foreground_iou(b, gt)
         better += diff > args.margin
         worse += diff < -args.margin
@@ -56,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
           f"B {pct(total.wrong_b_band, total.wrong_b):.1f} %; away from it: A {total.wrong_a - total.wrong_a_band}, "
           f"B {total.wrong_b - total.wrong_b_band} pixels")
     print(f"foreground IoU of A better / worse than B's by > {args.margin:g}: {better} / {worse} images")
+    gap = paired_bootstrap(np.stack(mats["a"]), np.stack(mats["b"]), rounds=args.rounds)
+    print(f"mIoU A - B: {100 * gap.difference:+.2f} points, 95 % paired bootstrap interval over images "
+          f"[{100 * gap.low:+.2f}, {100 * gap.high:+.2f}]; A higher in {100 * gap.share_positive:.1f} % of "
+          f"{args.rounds} draws")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ helpers the end-to-end tests (test_pipeline.py, test_remote.py) drive it with.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -51,6 +52,14 @@ def tiny_voc(tmp_path: Path) -> Path:
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).parent / "profiles" / "tiny.yaml"
+
+
+def load_stage(name: str):
+    """The module of ``stages/<name>.py`` (stage scripts are not a package), to call its ``main(argv)``."""
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -1,6 +1,5 @@
 """stages/evaluate_labels.py (seed maps and pseudo labels) on a hand-made VOC-layout dataset."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,16 +12,10 @@ from a2gnn.cli import run_stage
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import DataError, write_label
 from a2gnn.label_eval import evaluate_label_dir
+from conftest import load_stage
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("background", "cat", "dog")
-
-
-def load_stage(name):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def gt_maps():

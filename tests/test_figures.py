@@ -1,6 +1,5 @@
 """a2gnn.figures (Fig. 6-style qualitative grid) on tiny synthetic arrays, and stages/figure.py on the tiny dataset."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,8 @@ from a2gnn.datasets import open_dataset
 from a2gnn.config import DatasetConfig
 from a2gnn.figures import assemble_grid, colourise, instance_colours, mask_outline, overlay_instances, write_png
 from a2gnn.io import read_image, voc_palette, write_label
+from conftest import load_stage
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_stage(name):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_colourise_uses_the_label_png_palette():

@@ -3,7 +3,6 @@ stages/instances.py: hand-made overlap / empty-box cases, a COCO round trip thro
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -24,15 +23,8 @@ from a2gnn.instance.pseudo_instances import (
     write_pseudo_instances,
 )
 from a2gnn.io import DataError, write_label
+from conftest import load_stage
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load_stage(name):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def rect(shape, x1, y1, x2, y2):

@@ -12,7 +12,8 @@ from a2gnn.crf import CRFConfig
 from a2gnn.datasets.voc import Annotation, Box
 from a2gnn.gnn.pseudo_labels import SeedCheckCounts
 from a2gnn.graph_nodes import grid_probs_to_image
-from a2gnn.pseudo_labels import PostprocessConfig, box_constraint, finish_labels, generate_pseudo_labels, image_channels
+from a2gnn.pseudo_labels import (PostprocessConfig, box_constraint, finish_labels, generate_pseudo_labels,
+                                 image_channels, upsample_scores)
 from a2gnn.seeds.scores import save_cam_scores
 
 # a 6 x 8 image: class 1 in box A, class 3 in box B (overlapping A in column 4)
@@ -119,3 +120,173 @@ def test_chunk_size_does_not_change_labels():
     all_ = dict(generate_pseudo_labels(_Dataset(), scorer, post, crf, workers=2, chunk_images=3))
     assert list(one) == _Dataset.ids
     assert all(np.array_equal(one[i], all_[i]) for i in _Dataset.ids)
+
+
+# --- postprocess.resolution: up-sampling, box constraint and CRF at the photo's own size (§5) ---------------------
+
+def test_upsample_scores_matches_torch_bilinear():
+    """cv2's bilinear resize against torch's (align_corners=False: pixel centres aligned), another library."""
+    scores = np.random.default_rng(1).random((3, 5, 7)).astype(np.float32)
+    got = upsample_scores(scores, (13, 20))
+    want = torch.nn.functional.interpolate(torch.from_numpy(scores)[None], size=(13, 20), mode="bilinear",
+                                           align_corners=False)[0].numpy()
+    assert got.shape == (3, 13, 20) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def _write_png(path, rgb):
+    import cv2
+
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]))
+
+
+class _PhotoReader:
+    """Two photos on disk: "big" (12 x 16, shrunk to 6 x 8 by max_side 8) and "small" (6 x 8, passed through).
+
+    The box of "big" (x 3..11, y 1..7) shrinks to (1..6, 0..4) rounded outwards: 2 x 2 working pixels cover it.
+    """
+
+    ids = ["big", "small"]
+    class_names = ("background", "thing")
+
+    def __init__(self, root):
+        self.root = root
+        for image_id in self.ids:
+            ann = self.annotation(image_id)
+            rgb = np.random.default_rng(len(image_id)).integers(0, 255, (ann.height, ann.width, 3), dtype=np.uint8)
+            _write_png(self.image_path(image_id), rgb)
+
+    def image_path(self, image_id):
+        return self.root / f"{image_id}.png"
+
+    def image(self, image_id):
+        from a2gnn.io import read_image
+
+        return read_image(self.image_path(image_id))
+
+    def annotation(self, image_id):
+        if image_id == "big":
+            return Annotation("big", 16, 12, (Box(3, 1, 11, 7, label=1),))
+        return Annotation("small", 8, 6, (Box(2, 1, 6, 4, label=1),))
+
+
+def _thing_everywhere(ids, annotations):
+    """Scores that prefer the object class at every pixel of the working image: the boxes alone decide."""
+    return [np.stack([np.full((a.height, a.width), 0.2), np.full((a.height, a.width), 0.8)]) for a in annotations]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_original_resolution_uses_the_photos_own_boxes(tmp_path, workers):
+    from a2gnn.datasets.resize import ResizedDataset, to_original
+
+    ds = ResizedDataset(_PhotoReader(tmp_path), max_side=8)
+    assert ds.annotation("big").boxes[0] == Box(1, 0, 6, 4, label=1)
+    post = PostprocessConfig(use_crf=False, box_constraint=True, resolution="original")
+    labels = dict(generate_pseudo_labels(ds, _thing_everywhere, post, CRFConfig(), workers=workers, chunk_images=2))
+    want = np.zeros((12, 16), np.uint8)
+    want[1:7, 3:11] = 1  # exactly the photo's box
+    assert np.array_equal(labels["big"], want)
+    # at the working size the outward-rounded box, enlarged by nearest neighbour, spills over the photo's box
+    post_working = PostprocessConfig(use_crf=False, box_constraint=True, resolution="working")
+    working = dict(generate_pseudo_labels(ds, _thing_everywhere, post_working, CRFConfig(), workers=0,
+                                          chunk_images=2))
+    assert working["big"].shape == (6, 8)
+    spilled = to_original(ds, "big", working["big"])
+    assert (spilled[want == 1] == 1).all() and (spilled == 1).sum() > want.sum()
+    # a photo at most max_side long: both settings are the same computation
+    assert np.array_equal(labels["small"], working["small"])
+
+
+def _by_hand(reader, scores, crf, two_scale):
+    """Labels of "big" at the original size, the steps written out: [CRF on the shrunk photo within the shrunk
+    box,] bilinear up-sampling (torch), the photo's box, CRF on the photo."""
+    from a2gnn.crf import dense_crf
+    from a2gnn.datasets.resize import resize_image
+
+    photo = reader.image("big")
+    probs = scores / scores.sum(0)
+    if two_scale:
+        probs[1, :, :1], probs[1, :, 6:], probs[1, 4:] = 0, 0, 0  # outside the shrunk box (1..6, 0..4)
+        probs /= probs.sum(0, keepdims=True)
+        probs = dense_crf(resize_image(photo, (6, 8)), probs, crf)
+    probs = torch.nn.functional.interpolate(torch.from_numpy(probs).float()[None], size=(12, 16), mode="bilinear",
+                                            align_corners=False)[0].numpy()
+    probs[1, :, :3], probs[1, :, 11:], probs[1, :1], probs[1, 7:] = 0, 0, 0, 0  # outside the photo's box
+    probs /= probs.sum(0, keepdims=True)
+    return dense_crf(photo, probs, crf).argmax(0)
+
+
+@pytest.mark.parametrize("resolution", ["original", "two_scale"])
+def test_original_resolution_crf_follows_the_scores_upsampled(tmp_path, resolution):
+    """With the CRF on, labels at the original size are the arg-max of the dense CRF of the bilinearly
+    up-sampled, box-constrained probabilities (after a first CRF at the shrunk size for two_scale); a photo that
+    was not shrunk gets the one CRF of ``working``."""
+    from a2gnn.datasets.resize import ResizedDataset
+
+    reader = _PhotoReader(tmp_path)
+    ds = ResizedDataset(reader, max_side=8)
+    rng = np.random.default_rng(3)
+    scores = {"big": rng.random((2, 6, 8)), "small": rng.random((2, 6, 8))}
+    crf = CRFConfig(iterations=3)
+    post = PostprocessConfig(resolution=resolution)
+    got = dict(generate_pseudo_labels(ds, lambda ids, anns: [scores[i] for i in ids], post, crf, workers=0,
+                                      chunk_images=2))
+    assert got["big"].shape == (12, 16)
+    assert np.array_equal(got["big"], _by_hand(reader, scores["big"], crf, resolution == "two_scale"))
+    working = dict(generate_pseudo_labels(ds, lambda ids, anns: [scores[i] for i in ids],
+                                          PostprocessConfig(resolution="working"), crf, workers=0, chunk_images=2))
+    assert np.array_equal(got["small"], working["small"])
+    assert not np.array_equal(got["big"], _by_hand(reader, scores["big"], crf, resolution != "two_scale"))
+
+
+def test_original_resolution_names_a_photo_whose_size_disagrees_with_its_annotation(tmp_path):
+    from a2gnn.io import DataError
+    from a2gnn.pseudo_labels import finish_at_original
+
+    path = tmp_path / "odd.png"
+    _write_png(path, np.zeros((10, 10, 3), np.uint8))
+    job = (path, np.ones((2, 5, 5), np.float32), Annotation("odd", 8, 6, ()), Annotation("odd", 16, 12, ()),
+           PostprocessConfig(), CRFConfig())
+    with pytest.raises(DataError, match="odd.png.*10x10.*16x12"):
+        finish_at_original(job)
+
+
+def test_postprocess_resolution_is_checked():
+    from a2gnn.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"postprocess\] resolution='full'"):
+        PostprocessConfig.from_params({"resolution": "full"})
+
+
+def test_a_stage_on_shrunk_photos_writes_full_size_labels_and_two_scale_recovers_outlines(tiny_voc, tmp_path):
+    """``stages/baseline.py`` with ``dataset.max_side``: CAMs that are the ground truth of the shrunk photo give
+    full-size labels either way; refining at the photo's size (two_scale) gets closer to the full-size ground
+    truth than enlarging the shrunk labels (working), whose outlines are blocky."""
+    import yaml
+
+    from a2gnn.config import DatasetConfig
+    from a2gnn.datasets import VOCDataset, open_dataset
+    from a2gnn.evaluation import ConfusionMatrix
+    from a2gnn.io import read_label
+    from conftest import load_stage
+
+    small = open_dataset(DatasetConfig(root=str(tiny_voc), max_side=40), "train", tiny_voc)
+    for image_id in small.ids:
+        gt, ann = small.semantic_gt(image_id), small.annotation(image_id)
+        cams = np.stack([(gt == c).astype(np.float32) for c in ann.image_labels])
+        save_cam_scores(tmp_path / "cam" / "scores" / f"{image_id}.npz", cams, ann.image_labels)
+    full = VOCDataset(tiny_voc, "train")
+    miou = {}
+    for mode in ("working", "two_scale"):
+        params = tmp_path / f"{mode}.yaml"
+        params.write_text(yaml.safe_dump({"dataset": {"root": str(tiny_voc), "max_side": 40},
+                                          "postprocess": {"resolution": mode}, "runtime": {"workers": 0}}))
+        out = tmp_path / mode
+        load_stage("baseline").main([str(tiny_voc), str(tmp_path / "cam"), str(out), "--params", str(params)])
+        cm = ConfusionMatrix(full.num_classes)
+        for image_id in full.ids:
+            label, ann = read_label(out / f"{image_id}.png"), full.annotation(image_id)
+            assert label.shape == (ann.height, ann.width) and max(label.shape) > 40
+            cm.update(full.semantic_gt(image_id), label)
+        miou[mode] = cm.miou()
+    assert miou["two_scale"] > miou["working"] + 0.01, miou

@@ -1,0 +1,61 @@
+"""Is a mIoU gap between two label sets real? A paired bootstrap over images.
+
+mIoU is computed from confusion counts summed over the images (never averaged per image), so the bootstrap
+resamples whole images with replacement, the same draw for both methods (paired), sums each method's per-image
+confusion matrices and takes the difference of the two mIoUs. The spread of that difference over the draws says how
+much the gap depends on which photos happened to be in the set. Not a stage: ``scripts/compare_labels.py`` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def batched_miou(mats: np.ndarray) -> np.ndarray:
+    """mIoU of each confusion matrix in a batch, as :meth:`a2gnn.evaluation.ConfusionMatrix.miou`.
+
+    mats: (..., C, C + 1) counts ``[gt, pred]``, the last column the unlabelled predictions (misses). Classes with
+    an empty union are left out of the mean. Returns (...) float64.
+    """
+    num_classes = mats.shape[-2]
+    tp = np.diagonal(mats[..., :num_classes], axis1=-2, axis2=-1).astype(np.float64)
+    union = mats.sum(axis=-1) + mats[..., :num_classes].sum(axis=-2) - tp
+    seen = union > 0
+    iou = np.where(seen, tp / np.maximum(union, 1), 0.0)
+    return iou.sum(axis=-1) / np.maximum(seen.sum(axis=-1), 1)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """mIoU(A) - mIoU(B) on the whole set and its bootstrap interval."""
+
+    difference: float  # on the images as given
+    low: float  # lower end of the central ``level`` interval of the bootstrap differences
+    high: float
+    share_positive: float  # fraction of draws in which A's mIoU is the higher
+
+
+def paired_bootstrap(mats_a: np.ndarray, mats_b: np.ndarray, rounds: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> PairedDifference:
+    """Percentile bootstrap of mIoU(A) - mIoU(B) over images.
+
+    mats_a, mats_b: (N, C, C + 1) per-image confusion matrices of the two methods on the same N images.
+    Deterministic for a given ``seed``.
+    """
+    if mats_a.shape != mats_b.shape or mats_a.ndim != 3 or len(mats_a) == 0:
+        raise ValueError(f"need two (N, C, C + 1) stacks of the same shape, N >= 1; got {mats_a.shape}, "
+                         f"{mats_b.shape}")
+    if rounds < 1 or not 0 < level < 1:
+        raise ValueError(f"rounds must be >= 1 and level in (0, 1), got {rounds}, {level}")
+    n = len(mats_a)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(rounds, n))
+    weights = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.float64)  # (rounds, N)
+    diffs = (batched_miou(np.einsum("rn,nij->rij", weights, mats_a))
+             - batched_miou(np.einsum("rn,nij->rij", weights, mats_b)))
+    whole = float(batched_miou(mats_a.sum(0)) - batched_miou(mats_b.sum(0)))
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(diffs, [tail, 1.0 - tail])
+    return PairedDifference(whole, float(low), float(high), float((diffs > 0).mean()))
