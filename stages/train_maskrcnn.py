@@ -27,10 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", default=str(checkpoint_dir(CHECKPOINT_STAGE)), help="resume folder")
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
+    cfg = MaskRCNNConfig.from_params(params.get("maskrcnn"))
     job = TrainJob(data_root=args.data_root, checkpoints=args.checkpoints,
-                   dataset=DatasetConfig.from_params(params.get("dataset")), seed=base.seed, device=runtime.device,
-                   train_json=args.train_json, out_model=args.out_model, live_dir=args.live_dir,
-                   cfg=MaskRCNNConfig.from_params(params.get("maskrcnn")))
+                   dataset=DatasetConfig.from_params(params.get("dataset")), seed=cfg.training_seed(base.seed),
+                   device=runtime.device, train_json=args.train_json, out_model=args.out_model,
+                   live_dir=args.live_dir, cfg=cfg)
     train_records(job)  # bad data fails here, with a clear error, before any process starts
     distributed.launch(run_train_job, runtime.train_processes, runtime.device, job, threads=runtime.torch_threads)
 

@@ -143,6 +143,14 @@ def test_d2_config_from_the_model_zoo():
         MaskRCNNConfig.from_params({"norm": "LN"})
 
 
+def test_maskrcnn_seed_defaults_to_the_pipeline_seed():
+    assert MaskRCNNConfig().training_seed(7) == 7
+    assert MaskRCNNConfig.from_params({"seed": 3}).training_seed(7) == 3
+    assert MaskRCNNConfig.from_params({"seed": 0}).training_seed(7) == 0
+    with pytest.raises(ConfigError, match="seed"):
+        MaskRCNNConfig.from_params({"seed": -1})
+
+
 @pytest.fixture
 def tiny_sets(tiny_voc, tmp_path):
     data = DatasetConfig(root=str(tiny_voc))
@@ -200,6 +208,8 @@ def test_train_resume_save_load_predict(tiny_sets, tmp_path):
 
     other = train_maskrcnn(records, classes, tiny_cfg(iterations=2), seed=0, checkpoints=ckpt)  # another run
     assert not all(torch.equal(a[k], v) for k, v in state(other).items())
+    reseeded = train_maskrcnn(records, classes, cfg, seed=1, checkpoints=None)  # maskrcnn.seed: another draw
+    assert not all(torch.equal(a[k], v) for k, v in state(reseeded).items())
 
     path = tmp_path / "model.pth"
     save_maskrcnn(path, straight, cfg, classes, 0)

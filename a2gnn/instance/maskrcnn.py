@@ -105,6 +105,7 @@ class MaskRCNNConfig(Config):
     score_thresh_test: float = 0.05  # MODEL.ROI_HEADS.SCORE_THRESH_TEST (paper: 0.05)
     checkpoint_period: int = 100  # iterations between resumable checkpoints
     log_period: int = 20  # iterations per logged (averaged) loss point
+    seed: int | None = None  # training seed (initial weights, image order, augmentation, sampling); null = base.seed
 
     def validate(self) -> None:
         self.check(self.backbone in BACKBONE_BUILDERS, "backbone", f"one of {tuple(BACKBONE_BUILDERS)}")
@@ -125,6 +126,12 @@ class MaskRCNNConfig(Config):
         self.check(self.warmup_iters >= 0, "warmup_iters", ">= 0")
         self.check(all(0 < f < 1 for f in self.lr_steps), "lr_steps", "fractions in (0, 1)")
         self.check(0 <= self.score_thresh_test < 1, "score_thresh_test", "in [0, 1)")
+        self.check(self.seed is None or self.seed >= 0, "seed", "null or >= 0")
+
+    def training_seed(self, base_seed: int) -> int:
+        """The seed a training run uses: ``seed``, or the pipeline's ``base.seed`` when it is null. Varying only
+        ``maskrcnn.seed`` retrains Mask R-CNN alone, on the same pseudo labels: the run-to-run spread of its AP."""
+        return base_seed if self.seed is None else self.seed
 
 
 # ------------------------------------------------------------------------------------------------------------
