@@ -41,6 +41,20 @@ def check_label_values(path: Path, label: np.ndarray, num_classes: int) -> None:
         raise DataError(path, f"label value {value} is not a class index (< {num_classes}) or {IGNORE_INDEX}")
 
 
+def read_prediction(dataset, image_id: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(prediction, ground truth)`` of one image, both (H, W) uint8: the ground truth at the prediction's
+    resolution (the original one for pseudo labels mapped back to a shrunk photo's size). A prediction whose size
+    differs from its ground truth, or a value outside {0..C-1, 255} in either, raises DataError naming the file."""
+    pred = read_label(path)
+    gt = original_gt(dataset, image_id, pred.shape)
+    if pred.shape != gt.shape:
+        sizes = f"{pred.shape[1]}x{pred.shape[0]} but ground truth is {gt.shape[1]}x{gt.shape[0]}"
+        raise DataError(path, f"prediction is {sizes}")
+    check_label_values(path, pred, dataset.num_classes)
+    check_label_values(Path(f"ground truth of {image_id}"), gt, dataset.num_classes)
+    return pred, gt
+
+
 def evaluate_label_dir(
     dataset: VOCDataset, label_dir: os.PathLike | str, desc: str | None = None
 ) -> ConfusionMatrix:
@@ -53,13 +67,7 @@ def evaluate_label_dir(
     cm = ConfusionMatrix(dataset.num_classes)
     items = zip(dataset.ids, paths)
     for image_id, path in progress(items, desc=desc or f"eval {Path(label_dir).name}", total=len(paths)):
-        pred = read_label(path)
-        gt = original_gt(dataset, image_id, pred.shape)  # pseudo labels mapped back to a shrunk photo's size
-        if pred.shape != gt.shape:
-            sizes = f"{pred.shape[1]}x{pred.shape[0]} but ground truth is {gt.shape[1]}x{gt.shape[0]}"
-            raise DataError(path, f"prediction is {sizes}")
-        check_label_values(path, pred, dataset.num_classes)
-        check_label_values(Path(f"ground truth of {image_id}"), gt, dataset.num_classes)
+        pred, gt = read_prediction(dataset, image_id, path)
         cm.update(gt, pred)
     return cm
 

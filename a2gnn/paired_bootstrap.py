@@ -12,19 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from a2gnn.evaluation import ConfusionMatrix
 
-def batched_miou(mats: np.ndarray) -> np.ndarray:
-    """mIoU of each confusion matrix in a batch, as :meth:`a2gnn.evaluation.ConfusionMatrix.miou`.
 
-    mats: (..., C, C + 1) counts ``[gt, pred]``, the last column the unlabelled predictions (misses). Classes with
-    an empty union are left out of the mean. Returns (...) float64.
-    """
-    num_classes = mats.shape[-2]
-    tp = np.diagonal(mats[..., :num_classes], axis1=-2, axis2=-1).astype(np.float64)
-    union = mats.sum(axis=-1) + mats[..., :num_classes].sum(axis=-2) - tp
-    seen = union > 0
-    iou = np.where(seen, tp / np.maximum(union, 1), 0.0)
-    return iou.sum(axis=-1) / np.maximum(seen.sum(axis=-1), 1)
+def miou_of_counts(counts: np.ndarray) -> float:
+    """mIoU of summed confusion counts (C, C + 1), by :class:`a2gnn.evaluation.ConfusionMatrix` (the metric the
+    evaluation stages report)."""
+    cm = ConfusionMatrix(counts.shape[0])
+    cm.mat += counts
+    return cm.miou()
 
 
 @dataclass(frozen=True)
@@ -52,10 +48,11 @@ def paired_bootstrap(mats_a: np.ndarray, mats_b: np.ndarray, rounds: int = 2000,
     n = len(mats_a)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(rounds, n))
-    weights = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.float64)  # (rounds, N)
-    diffs = (batched_miou(np.einsum("rn,nij->rij", weights, mats_a))
-             - batched_miou(np.einsum("rn,nij->rij", weights, mats_b)))
-    whole = float(batched_miou(mats_a.sum(0)) - batched_miou(mats_b.sum(0)))
+    weights = np.stack([np.bincount(d, minlength=n) for d in draws])  # (rounds, N): times each image is drawn
+    totals_a = np.einsum("rn,nij->rij", weights, mats_a)  # (rounds, C, C + 1) summed counts of each draw
+    totals_b = np.einsum("rn,nij->rij", weights, mats_b)
+    diffs = np.array([miou_of_counts(a) - miou_of_counts(b) for a, b in zip(totals_a, totals_b)])
+    whole = miou_of_counts(mats_a.sum(0)) - miou_of_counts(mats_b.sum(0))
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(diffs, [tail, 1.0 - tail])
     return PairedDifference(whole, float(low), float(high), float((diffs > 0).mean()))

@@ -93,6 +93,11 @@ def constrained_probs(scores: np.ndarray, annotation: Annotation, cfg: Postproce
     return box_constraint(probs, image_channels(annotation), annotation) if cfg.box_constraint else probs
 
 
+def class_ids(probs: np.ndarray, annotation: Annotation) -> np.ndarray:
+    """Arg-max of (1 + K, H, W) probabilities over ``image_channels(annotation)`` -> (H, W) uint8 class ids."""
+    return image_channels(annotation)[probs.argmax(axis=0)].astype(np.uint8)
+
+
 def finish_labels(
     images: Sequence[np.ndarray],
     scores: Sequence[np.ndarray],
@@ -108,7 +113,7 @@ def finish_labels(
     probs = [constrained_probs(score, ann, cfg) for score, ann in zip(scores, annotations)]
     if cfg.use_crf:
         probs = parallel_map(crf_job, [(im, p, crf) for im, p in zip(images, probs)], workers, desc="crf")
-    return [image_channels(ann)[p.argmax(axis=0)].astype(np.uint8) for p, ann in zip(probs, annotations)]
+    return [class_ids(p, ann) for p, ann in zip(probs, annotations)]
 
 
 def upsample_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -147,7 +152,7 @@ def finish_at_original(job) -> np.ndarray:
     probs = constrained_probs(upsample_scores(probs, image.shape[:2]), annotation, cfg)
     if cfg.use_crf:
         probs = dense_crf(image, probs, crf)
-    return image_channels(annotation)[probs.argmax(axis=0)].astype(np.uint8)
+    return class_ids(probs, annotation)
 
 
 def aligned_cams(path, annotation: Annotation) -> np.ndarray:

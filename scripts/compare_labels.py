@@ -20,10 +20,8 @@ import numpy as np
 
 from a2gnn.config import DatasetConfig, load_params
 from a2gnn.datasets import open_dataset
-from a2gnn.datasets.resize import original_gt
 from a2gnn.evaluation import ConfusionMatrix
-from a2gnn.io import DataError, read_label
-from a2gnn.label_eval import check_label_values, prediction_paths
+from a2gnn.label_eval import prediction_paths, read_prediction
 from a2gnn.outline_errors import ErrorSplit, error_split, foreground_iou
 from a2gnn.paired_bootstrap import paired_bootstrap
 
@@ -44,13 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     total, better, worse = ErrorSplit(), 0, 0
     mats: dict[str, list[np.ndarray]] = {"a": [], "b": []}
     for image_id, pa, pb in zip(dataset.ids, prediction_paths(dataset, args.a), prediction_paths(dataset, args.b)):
-        a, b = read_label(pa), read_label(pb)
-        gt = original_gt(dataset, image_id, a.shape)
-        for path, label in ((pa, a), (pb, b)):  # as evaluate_label_dir: the file is named, nothing is guessed
-            if label.shape != gt.shape:
-                raise DataError(path, f"label map is {label.shape[1]}x{label.shape[0]}, ground truth "
-                                      f"{gt.shape[1]}x{gt.shape[0]}")
-            check_label_values(path, label, dataset.num_classes)
+        (a, gt), (b, _) = read_prediction(dataset, image_id, pa), read_prediction(dataset, image_id, pb)
         total = total + error_split(a, b, gt, args.band)
         for key, label in (("a", a), ("b", b)):
             cm = ConfusionMatrix(dataset.num_classes)
