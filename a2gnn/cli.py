@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
+from a2gnn import numerics
 from a2gnn.config import BaseConfig, RuntimeConfig, load_params, seed_everything
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ def setup_stage(args: argparse.Namespace) -> tuple[dict[str, Any], BaseConfig, R
     ``runtime`` (device, processes, threads, batch sizes that do not change results) is read here for every
     stage and is never a DVC param dependency: changing it reruns nothing.
     """
+    numerics.check()  # torch/numpy run the pinned kernels (a stage that imported them before a2gnn fails here)
     params = load_params(args.params)
     base = BaseConfig.from_params(params.get("base"))
     runtime = RuntimeConfig.from_params(params.get("runtime"))

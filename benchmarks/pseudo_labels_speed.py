@@ -30,6 +30,7 @@ import resource
 import statistics
 import time
 
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
 import torch
 import torch.nn.functional as F
 

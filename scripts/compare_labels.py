@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
 import numpy as np
 
 from a2gnn.config import DatasetConfig, load_params

@@ -44,6 +44,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
 import numpy as np
 
 from a2gnn.boxes import BACKGROUND, box_label_map

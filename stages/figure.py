@@ -14,6 +14,7 @@ The PNG's bytes depend only on the inputs (no metadata). Params: base, dataset.
 
 from __future__ import annotations
 
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
 import numpy as np
 
 from a2gnn.cli import progress, run_stage, setup_stage, stage_parser

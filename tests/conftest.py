@@ -16,6 +16,7 @@ helpers the end-to-end tests (test_pipeline.py, test_remote.py) drive it with.
 
 from __future__ import annotations
 
+import a2gnn  # noqa: F401  (first: the numerics pin, a2gnn/numerics.py)
 import importlib.util
 import os
 import re

@@ -1,0 +1,103 @@
+"""Portable numerics: the same params and data give the same bytes on any x86-64 CPU with AVX2.
+
+torch, oneDNN, MKL, numpy's ufuncs, numpy's OpenBLAS and OpenCV each pick their kernels for the CPU they run
+on: an AVX-512 machine sums floats in another order than an AVX2 one, so trained weights, and every output
+after them, differ in their last bits and then drift apart. :data:`PIN` fixes that choice to the AVX2 level
+(x86-64-v3) that every machine this project targets has. The libraries read these variables once, when they
+load or first run a kernel, so the pin is set by ``import a2gnn`` (``a2gnn/__init__.py``), before any of them
+is imported; every stage, script, benchmark and the test session import ``a2gnn`` first, and
+:func:`check` (called by every stage's ``setup_stage``) fails loudly if one of them loaded before the pin.
+
+What holds where:
+
+* **x86-64 with AVX2** (any vendor, with or without AVX-512): same bytes, the committed ``dvc.lock``.
+* **x86-64 without AVX2**, **ARM** (aarch64: the pin does not apply, NEON/SVE kernels are used) and **GPUs**
+  (cuDNN/cuBLAS pick kernels per device): the same bytes on the same hardware (every RNG is seeded, torch
+  runs its deterministic algorithms), and the metrics within run-to-run noise of the committed ones, not bytes.
+
+``A2GNN_NUMERICS=native`` leaves every library to its own choice (to measure what the pin changes and costs);
+any other value, or none, pins.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Mapping, MutableMapping
+
+SWITCH = "A2GNN_NUMERICS"
+"""Environment variable: ``native`` disables the pin (measurement only)."""
+
+PIN: Mapping[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's vectorised CPU kernels (ATen DispatchStub)
+    "DNNL_MAX_CPU_ISA": "AVX2",  # oneDNN: convolutions, some matmuls
+    "MKL_CBWR": "AVX2,STRICT",  # MKL conditional numerical reproducibility: torch's BLAS/LAPACK
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy's OpenBLAS: the AVX2 kernels
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's dispatched ufunc loops above AVX2
+    "OPENCV_CPU_DISABLE": "AVX512-SKX",  # OpenCV's dispatched kernels above AVX2
+}
+"""Variable -> value, read by the libraries when they load (so set before they are imported)."""
+
+GUARDED = ("torch", "numpy", "cv2")
+"""Modules that must not be loaded before :func:`pin` runs."""
+
+
+class NumericsError(RuntimeError):
+    """A numerical library was loaded before the pin: its results would depend on the CPU."""
+
+
+def applies(machine: str | None = None) -> bool:
+    """Whether the pin applies on this architecture (x86-64 only)."""
+    return (machine or platform.machine()).lower() in ("x86_64", "amd64")
+
+
+def enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the pin is wanted (not switched off with ``A2GNN_NUMERICS=native``)."""
+    return environ.get(SWITCH, "").strip().lower() != "native"
+
+
+def pin(environ: MutableMapping[str, str] = os.environ, machine: str | None = None) -> dict[str, str]:
+    """Set :data:`PIN` in ``environ`` (overriding what was there); returns what was set ({} when off or not x86-64).
+
+    Child processes (workers, DDP ranks, ``dvc repro``'s stages) inherit it through the environment.
+    """
+    if not (enabled(environ) and applies(machine)):
+        return {}
+    environ.update(PIN)
+    return dict(PIN)
+
+
+def state() -> dict[str, str]:
+    """What the loaded libraries actually use: torch's CPU capability and numpy's AVX-512 dispatch."""
+    out = {}
+    if "torch" in sys.modules:
+        out["torch"] = sys.modules["torch"].backends.cpu.get_cpu_capability()
+    if "numpy" in sys.modules:
+        from numpy._core._multiarray_umath import __cpu_features__
+
+        out["numpy_avx512"] = str(any(on for name, on in __cpu_features__.items()
+                                      if name in ("X86_V4", "AVX512_ICL", "AVX512_SPR", "AVX512_SKX")))
+    return out
+
+
+def pinned() -> bool:
+    """Whether this process runs the pinned kernels (the pin is in the environment and torch/numpy follow it)."""
+    now = state()
+    return (applies() and all(os.environ.get(k) == v for k, v in PIN.items())
+            and now.get("torch", "AVX2") == "AVX2" and now.get("numpy_avx512", "False") == "False")
+
+
+def check() -> None:
+    """Raise :class:`NumericsError` when the pin is wanted but a loaded library runs above AVX2."""
+    if not (enabled() and applies()):
+        return
+    if any(os.environ.get(k) != v for k, v in PIN.items()):
+        raise NumericsError(f"the numerics pin is not in the environment; import a2gnn before {', '.join(GUARDED)}")
+    now = state()
+    if now.get("torch", "AVX2") not in ("AVX2", "DEFAULT") or now.get("numpy_avx512") == "True":
+        raise NumericsError(
+            f"torch/numpy were loaded before the numerics pin (they run {now}): results would depend on this CPU. "
+            "Import a2gnn before torch, numpy and cv2 (a2gnn/numerics.py)."
+        )
