@@ -146,6 +146,29 @@ def write_json(path: os.PathLike | str, data: Mapping, ndigits: int = 4) -> None
         tmp.write_text(text)
 
 
+UNAVAILABLE = "unavailable"
+"""Key of a metrics file (or of a model file) whose figures cannot be computed, holding the one-line reason."""
+
+
+def unavailable_figures(names, reason: str) -> dict:
+    """A metrics record of ``names`` marked not available (null), with the reason under :data:`UNAVAILABLE`
+    (e.g. no ground-truth masks: boxes only). Never a made-up number."""
+    return {**{str(name): None for name in names}, UNAVAILABLE: reason}
+
+
+def save_unavailable(path: os.PathLike | str, reason: str) -> None:
+    """Stand-in for a model that cannot be trained (the ground-truth upper bound without ground truth)."""
+    save_torch(path, {UNAVAILABLE: reason})
+
+
+def unavailable_reason(path: os.PathLike | str) -> str | None:
+    """The reason stored by :func:`save_unavailable` in a model file, or None for a real model (or no file)."""
+    if not Path(path).is_file():
+        return None
+    state = load_torch(path, "model")
+    return str(state[UNAVAILABLE]) if isinstance(state, dict) and UNAVAILABLE in state else None
+
+
 def read_ids(path: os.PathLike | str) -> list[str]:
     """Read an image-id list (one id per line, as in VOC ImageSets); empty or missing lists raise DataError."""
     path = Path(path)

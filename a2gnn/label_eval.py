@@ -17,7 +17,7 @@ from a2gnn.cli import progress
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.datasets.resize import original_gt
 from a2gnn.evaluation import ConfusionMatrix
-from a2gnn.io import IGNORE_INDEX, DataError, atomic_file, read_label, write_json
+from a2gnn.io import IGNORE_INDEX, DataError, atomic_file, read_label, unavailable_figures, write_json
 
 
 def prediction_paths(dataset: VOCDataset, label_dir: os.PathLike | str) -> list[Path]:
@@ -96,6 +96,18 @@ def write_evaluation(
         rows = ["name," + ",".join(FIGURES)]
         rows += [name + "," + ",".join(_csv_number(getattr(cm, f)()) for f in FIGURES) for name, cm in results.items()]
         _write_csv(table_csv, rows)
+
+
+def write_unavailable_evaluation(names: Sequence[str], reason: str, class_names: Sequence[str],
+                                 metrics: dict[str, os.PathLike | str], per_class_csv: os.PathLike | str,
+                                 table_csv: os.PathLike | str | None = None) -> None:
+    """What :func:`write_evaluation` writes when the split has no ground truth: every figure null with the reason
+    (:func:`a2gnn.io.unavailable_figures`), per-class and table CSVs with empty cells."""
+    for path in metrics.values():
+        write_json(path, unavailable_figures(names, reason))
+    _write_csv(per_class_csv, ["class," + ",".join(names)] + [cls + "," * len(names) for cls in class_names])
+    if table_csv is not None:
+        _write_csv(table_csv, ["name," + ",".join(FIGURES)] + [name + "," * len(FIGURES) for name in names])
 
 
 def write_per_class_csv(results: dict[str, ConfusionMatrix], class_names: Sequence[str],

@@ -1,7 +1,7 @@
 """One Markdown report of every result, beside the paper's numbers, with its figures (the ``report`` stage).
 
 Reads what the pipeline writes: ``metrics/*.json`` (seeds, pseudo labels, consistency checking, the downstream
-models: ``segmentation.json`` / ``instance.json``, or the older ``deeplab_miou*.json`` / ``instance_ap*.json``),
+models: ``deeplab_miou*.json`` / ``instance_ap*.json``, or the older nested ``segmentation.json`` / ``instance.json``),
 ``metrics/per_class/*.csv``, ``metrics/tables/*.csv``, the dvclive curves (``dvclive/<run>/plots/metrics/**.tsv``)
 and the ablation tables of ``python -m a2gnn.ablations`` (``metrics/ablations/*.json``). Missing inputs leave
 their section out. Writes ``report.md`` and PNGs (:data:`FIGURES`): training curves, per-class IoU bars per method,
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from a2gnn.ablations import TABLES, format_table
-from a2gnn.io import atomic_file
+from a2gnn.io import UNAVAILABLE, atomic_file
 
 FIGURES = {  # key -> file name under the figures folder (declared as plots in dvc.yaml)
     "curves": "training_curves.png",
@@ -95,7 +95,9 @@ def load_inputs(metrics: Sequence[Path] = (), per_class: Sequence[Path] = (), ta
                 curves: Sequence[Path] = (), ablations: Path | None = None) -> dict[str, Any]:
     """Everything the report shows, keyed by file stem; paths that do not exist are skipped."""
     existing = lambda paths: [Path(p) for p in paths if Path(p).is_file()]  # noqa: E731
-    return {"metrics": {p.stem: read_json(p) for p in existing(metrics)},
+    values = {p.stem: read_json(p) for p in existing(metrics)}
+    unavailable = {stem: v.pop(UNAVAILABLE) for stem, v in values.items() if isinstance(v, dict) and UNAVAILABLE in v}
+    return {"metrics": values, "unavailable": unavailable,
             "per_class": {p.stem: read_csv(p) for p in existing(per_class)},
             "tables": {p.stem: read_csv(p) for p in existing(tables)},
             "curves": read_curves(curves), "ablations": read_ablations(ablations)}
@@ -168,7 +170,7 @@ def pseudo_section(data: Mapping[str, Any]) -> str:
     miou = data["metrics"].get("pseudo_labels")
     if not miou:
         return ""
-    order = sorted(miou, key=lambda k: miou[k])
+    order = sorted(miou, key=lambda k: (miou[k] is not None, miou[k] or 0.0))
     text = "## Pseudo labels (train split; paper: Table 4(a), VOC train)\n\n"
     text += md_table(["method", "mIoU", "paper"], [[k, pct(miou[k]), paper(PAPER_PSEUDO.get(k))] for k in order])
     if data["per_class"].get("pseudo_labels"):
@@ -181,7 +183,7 @@ def consistency_section(data: Mapping[str, Any]) -> str:
     if not checks:
         return ""
     return "## Consistency checking (Eq. 27–28, diagnostic against the ground truth)\n\n" + md_table(
-        ["figure", "value"], [[k, v] for k, v in sorted(checks.items())])
+        ["figure", "value"], [[k, v] for k, v in sorted(checks.items()) if v is not None])
 
 
 def downstream_section(data: Mapping[str, Any]) -> str:
@@ -224,11 +226,19 @@ def ablations_section(data: Mapping[str, Any]) -> str:
     return text
 
 
+def unavailable_section(data: Mapping[str, Any]) -> str:
+    """Why some figures are '–' (e.g. boxes only: no ground truth to evaluate against)."""
+    notes = data.get("unavailable") or {}
+    if not notes:
+        return ""
+    return "## Not available\n\n" + "".join(f"- `{stem}`: {reason}\n" for stem, reason in sorted(notes.items()))
+
+
 def build_markdown(data: Mapping[str, Any], figures: Mapping[str, str]) -> str:
     """The report; ``figures``: key of :data:`FIGURES` -> link relative to the report."""
     parts = ["# Results\n\nWritten by the `report` stage (`dvc repro report`) from the pipeline's metric files. "
              "Numbers in %; the paper's are PASCAL VOC 2012, ours are the configured dataset's.\n",
-             seeds_section(data), f"![seeds]({figures['seeds']})\n" if seed_rows(data) else "",
+             unavailable_section(data), seeds_section(data), f"![seeds]({figures['seeds']})\n" if seed_rows(data) else "",
              pseudo_section(data), consistency_section(data), downstream_section(data),
              f"## Per-class IoU\n\n![per-class IoU]({figures['per_class']})\n",
              f"## Training curves\n\n![training curves]({figures['curves']})\n",

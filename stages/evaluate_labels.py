@@ -12,11 +12,12 @@ class and map; ``--table``: every figure of every map.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets import open_dataset
-from a2gnn.label_eval import FIGURES, evaluate_label_dir, write_evaluation
+from a2gnn.label_eval import FIGURES, evaluate_label_dir, write_evaluation, write_unavailable_evaluation
 
 
 def named_dir(text: str) -> tuple[str, str]:
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     params, _, _ = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
     dataset = open_dataset(data, data.train_split, args.data_root)
+    missing = dataset.missing_ground_truth("semantic")
+    if missing is not None:  # boxes only: nothing to score against, and no made-up number
+        print(f"evaluate: figures not available: {missing}", file=sys.stderr)
+        write_unavailable_evaluation([name for name, _ in args.labels], missing, dataset.class_names,
+                                     dict(args.metric), args.per_class, args.table)
+        return
     results = {name: evaluate_label_dir(dataset, d, desc=name) for name, d in args.labels}
     write_evaluation(results, dataset.class_names, dict(args.metric), args.per_class, args.table)
 

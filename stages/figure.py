@@ -17,6 +17,7 @@ from __future__ import annotations
 import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
 import numpy as np
 
+from a2gnn.boxes import box_label_map
 from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets import open_dataset
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     dataset = open_dataset(data, args.split, args.data_root)
     ids = list(dataset.ids)[: args.n]
 
-    titles, nearest = ["image", "ground truth"], [False, True]
+    has_gt = dataset.missing_ground_truth("semantic") is None  # boxes only: the boxes stand in for the masks
+    titles, nearest = ["image", "ground truth" if has_gt else "boxes (no masks)"], [False, True]
     deeplab = maskrcnn = None
     if args.labels:
         titles.append("A2GNN pseudo label")
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     for image_id in progress(ids, desc="figure", total=len(ids)):
         image = dataset.image(image_id)
         size = image.shape[:2]
-        row = [image, colourise(resize_label(dataset.semantic_gt(image_id), size))]
+        truth = dataset.semantic_gt(image_id) if has_gt else box_label_map(dataset.annotation(image_id).boxes, size)
+        row = [image, colourise(resize_label(truth, size))]
         if args.labels:
             row.append(colourise(resize_label(read_label(f"{args.labels}/{image_id}.png"), size)))
         if deeplab is not None:

@@ -12,12 +12,16 @@ its processes). Params: base, dataset, deeplab.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from a2gnn import distributed
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.datasets import open_dataset
 from a2gnn.datasets.segmentation import GT_LABELS, SegmentationDataset
 from a2gnn.segmentation.deeplab import DeepLabConfig, TrainJob, run_train_job
+from a2gnn.io import save_unavailable
 from a2gnn.training import checkpoint_dir
 
 
@@ -34,7 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     job = TrainJob(data_root=args.data_root, checkpoints=args.checkpoints, dataset=data, seed=base.seed,
                    device=runtime.device, label_dir=args.label_dir, out_model=args.out_model, live_dir=args.live_dir,
                    cfg=DeepLabConfig.from_params(params.get("deeplab")))
-    SegmentationDataset(open_dataset(data, data.train_split, args.data_root), args.label_dir)  # fail early, clearly
+    train = open_dataset(data, data.train_split, args.data_root)
+    missing = train.missing_ground_truth("semantic") if args.label_dir == GT_LABELS else None
+    if missing is not None:  # the upper bound needs ground truth: say so in the model file, train nothing
+        print(f"train_deeplab: no model trained on the ground truth: {missing}", file=sys.stderr)
+        save_unavailable(args.out_model, missing)
+        Path(args.live_dir, "plots", "metrics").mkdir(parents=True, exist_ok=True)
+        return
+    SegmentationDataset(train, args.label_dir)  # fail early, clearly
     distributed.launch(run_train_job, runtime.train_processes, runtime.device, job, threads=runtime.torch_threads)
 
 

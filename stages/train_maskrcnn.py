@@ -11,10 +11,15 @@ processes (:mod:`a2gnn.distributed`). Params: base, dataset, maskrcnn.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from a2gnn import distributed
 from a2gnn.cli import run_stage, setup_stage, stage_parser
 from a2gnn.config import DatasetConfig
 from a2gnn.instance.maskrcnn import CHECKPOINT_STAGE, GT, MaskRCNNConfig, TrainJob, run_train_job, train_records
+from a2gnn.datasets import open_dataset
+from a2gnn.io import save_unavailable
 from a2gnn.training import checkpoint_dir
 
 
@@ -32,6 +37,13 @@ def main(argv: list[str] | None = None) -> None:
                    dataset=DatasetConfig.from_params(params.get("dataset")), seed=cfg.training_seed(base.seed),
                    device=runtime.device, train_json=args.train_json, out_model=args.out_model,
                    live_dir=args.live_dir, cfg=cfg)
+    train = open_dataset(job.dataset, job.dataset.train_split, args.data_root)
+    missing = train.missing_ground_truth("instance") if args.train_json == GT else None
+    if missing is not None:  # the upper bound needs ground truth: say so in the model file, train nothing
+        print(f"train_maskrcnn: no model trained on the ground truth: {missing}", file=sys.stderr)
+        save_unavailable(args.out_model, missing)
+        Path(args.live_dir, "plots", "metrics").mkdir(parents=True, exist_ok=True)
+        return
     train_records(job)  # bad data fails here, with a clear error, before any process starts
     distributed.launch(run_train_job, runtime.train_processes, runtime.device, job, threads=runtime.torch_threads)
 

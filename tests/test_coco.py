@@ -273,3 +273,27 @@ def test_skip_empty(tmp_path):
     path, image_dir, _ = _fixture(tmp_path, e=_set(["annotations", 3, "iscrowd"], 1))
     assert COCODataset(path, image_dir).ids == ["2", "10"]
     assert COCODataset(path, image_dir, skip_empty=True).ids == ["10"]
+
+
+def test_boxes_only_json_has_no_ground_truth_but_reads_its_boxes(tmp_path):
+    def strip(keep: int):
+        def fn(data):
+            for ann in data["annotations"][keep:]:
+                ann.pop("segmentation")
+        return fn
+
+    path, image_dir, _ = _fixture(tmp_path, e=strip(0))
+    ds = COCODataset(path, image_dir)
+    assert ds.missing_ground_truth() == f"{path}: 3 of 3 objects have no segmentation (boxes only)"
+    assert ds.missing_ground_truth("instance") == ds.missing_ground_truth()
+    assert [b.label for b in ds.annotation("10").boxes] == [1, 2]  # boxes and classes as with masks (cat, dog)
+    ds.validate()  # images and boxes checked; no mask to decode
+    with pytest.raises(DataError, match="no ground-truth masks: 3 of 3 objects"):
+        ds.semantic_gt("10")
+    with pytest.raises(DataError, match="no ground-truth masks"):
+        ds.instance_masks("2")
+    # one object without a mask is enough to leave the split without ground truth (the crowd one does not count)
+    path, image_dir, _ = _fixture(tmp_path, e=strip(3))
+    assert "1 of 3 objects" in COCODataset(path, image_dir).missing_ground_truth()
+    path, image_dir, _ = _fixture(tmp_path)
+    assert COCODataset(path, image_dir).missing_ground_truth() is None

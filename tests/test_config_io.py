@@ -106,3 +106,14 @@ def test_parallel_map_preserves_order_with_processes():
     from a2gnn.parallel import parallel_map
 
     assert parallel_map(_square, list(range(7)), workers=2) == [x * x for x in range(7)]
+
+
+def test_unavailable_figures_and_model_stand_in(tmp_path):
+    from a2gnn.io import UNAVAILABLE, save_unavailable, unavailable_figures, unavailable_reason
+
+    assert unavailable_figures(["a2gnn", "gt"], "no masks") == {"a2gnn": None, "gt": None, UNAVAILABLE: "no masks"}
+    save_unavailable(tmp_path / "model.pt", "no masks")
+    assert unavailable_reason(tmp_path / "model.pt") == "no masks"
+    torch = pytest.importorskip("torch")
+    torch.save({"model": {}}, tmp_path / "real.pt")
+    assert unavailable_reason(tmp_path / "real.pt") is None and unavailable_reason(tmp_path / "absent.pt") is None

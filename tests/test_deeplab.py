@@ -134,11 +134,11 @@ def test_stages_train_on_a_label_folder_and_evaluate(tiny_voc, tmp_path):
                              "--checkpoints", str(tmp_path / "ckpt"), *common])
     assert not (tmp_path / "ckpt" / "last.pt").exists()  # cleared once the model is written (no stale resume)
     assert (tmp_path / "live" / "plots" / "metrics" / "train_deeplab" / "loss.tsv").is_file()
-    metrics, csv = tmp_path / "segmentation.json", tmp_path / "per_class.csv"
-    _stage("evaluate_deeplab")([str(tiny_voc), f"pseudo={model}", f"again={model}", "--metrics", str(metrics),
+    csv = tmp_path / "per_class.csv"
+    _stage("evaluate_deeplab")([str(tiny_voc), f"pseudo={model}", f"again={model}",
+                                *(f"--metric={f}={tmp_path / f}.json" for f in ("miou", "miou_crf")),
                                 "--per-class", str(csv), *common])
-    figures = json.loads(metrics.read_text())
-    assert set(figures) == {"miou", "miou_crf"}
+    figures = {f: json.loads((tmp_path / f"{f}.json").read_text()) for f in ("miou", "miou_crf")}
     result = figures["miou"]
     assert set(result) == {"pseudo", "again"} and 0 <= result["pseudo"] <= 1 and result["again"] == result["pseudo"]
     assert set(figures["miou_crf"]) == {"pseudo", "again"}

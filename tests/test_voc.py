@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +183,12 @@ def test_image_sets_missing_or_empty(tmp_path):
     with pytest.raises(DataError, match="missing") as err:
         VOCDataset(root, "val")
     assert "val.txt" in str(err.value)
+
+
+def test_missing_ground_truth_folders(tiny_voc):
+    ds = VOCDataset(tiny_voc, "train")
+    assert ds.missing_ground_truth("semantic") is None and ds.missing_ground_truth("instance") is None
+    shutil.rmtree(tiny_voc / "SegmentationObject")
+    assert ds.missing_ground_truth("semantic") is None
+    assert ds.missing_ground_truth("instance") == f"{tiny_voc / 'SegmentationObject'}: no such folder (boxes only)"
+    assert "SegmentationClassAug" in VOCDataset(tiny_voc, "train", "SegmentationClassAug").missing_ground_truth()

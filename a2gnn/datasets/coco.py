@@ -152,8 +152,26 @@ class COCODataset:
             raise DataError(self.json_path, f"{where}: box {list(bbox)} covers no pixel of the image")
         return Box(x1, y1, x2, y2, self._label_of[cid])
 
+    def missing_ground_truth(self, kind: str = "semantic") -> str | None:
+        """Why the split has no ground-truth masks (``kind``: semantic or instance, the same for COCO), or None.
+
+        Boxes alone are a complete input for the method: a JSON whose objects carry no ``segmentation`` runs every
+        stage that does not evaluate, and the evaluations report their figures as not available."""
+        if not hasattr(self, "_missing"):
+            objects = [a for key in self.ids for a in self._anns[key] if not a.get("iscrowd", 0)]
+            bare = sum(1 for a in objects if not a.get("segmentation"))
+            self._missing = (f"{self.json_path}: {bare} of {len(objects)} objects have no segmentation (boxes only)"
+                             if bare else None)
+        return self._missing
+
+    def _require_masks(self) -> None:
+        reason = self.missing_ground_truth()
+        if reason is not None:
+            raise DataError(self.json_path, f"no ground-truth masks: {reason.split(': ', 1)[1]}")
+
     def instance_masks(self, image_id: str) -> np.ndarray:
         """(K, H, W) bool masks of the K objects, in the order of :meth:`annotation`'s boxes."""
+        self._require_masks()
         rec = self._record(image_id)
         objects = self._objects(image_id)
         masks = [self._decode(ann, rec) for ann in objects]
@@ -193,6 +211,7 @@ class COCODataset:
         Overlapping objects (rare in COCO) are resolved in favour of the smaller one: masks are
         painted in order of decreasing area (ties: annotation order).
         """
+        self._require_masks()
         rec = self._record(image_id)
         out = np.zeros((rec["height"], rec["width"]), dtype=np.uint8)
         for ann in self._anns[str(image_id)]:
@@ -206,11 +225,13 @@ class COCODataset:
         return out
 
     def validate(self) -> None:
-        """Decode every image and every annotation of ``ids`` (fails on the first bad one)."""
+        """Decode every image and every annotation (masks when there are any) of ``ids`` (fails on the first bad one)."""
+        masks = self.missing_ground_truth() is None
         for image_id in self.ids:
             self.image(image_id)
             self.annotation(image_id)
-            self.instance_masks(image_id)
+            if masks:
+                self.instance_masks(image_id)
 
 
 def _is_number(value: Any) -> bool:

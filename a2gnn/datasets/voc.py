@@ -201,6 +201,12 @@ class VOCDataset:
         self._annotations[image_id] = ann
         return ann
 
+    def missing_ground_truth(self, kind: str = "semantic") -> str | None:
+        """Why the split has no ground-truth masks of ``kind`` (semantic: ``segmentation_dir``, instance:
+        SegmentationObject), or None. A folder that exists but lacks an image's map is a DataError when read."""
+        folder = self.root / (self.segmentation_dir if kind == "semantic" else "SegmentationObject")
+        return None if folder.is_dir() else f"{folder}: no such folder (boxes only)"
+
     def semantic_gt(self, image_id: str) -> np.ndarray:
         """Ground-truth class map, (H, W) uint8, 255 = ignore."""
         return read_label(self.root / self.segmentation_dir / f"{image_id}.png")

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from a2gnn.graph import ImageGraph, build_graphs
 from a2gnn.gnn.train import train_a2gnn
-from a2gnn.io import IGNORE_INDEX
+from a2gnn.io import IGNORE_INDEX, unavailable_figures
 from a2gnn.pseudo_labels import image_channels
 
 
@@ -37,6 +37,7 @@ class SeedCheckCounts:
     removed: int = 0  # seeds the last step's check removed
     removed_wrong: int = 0  # ... that were wrong
     images: int = 0
+    unavailable: str | None = None  # why there is no ground truth to score against (boxes only), else None
 
     def add(self, before: Tensor, after: Tensor, truth: Tensor) -> None:
         """before/after/truth: (N,) node labels (255 = none) before and after the check, and the GT on the nodes."""
@@ -52,6 +53,8 @@ class SeedCheckCounts:
     def summary(self) -> dict[str, float]:
         """Readable figures: seeds removed per image, the share of the removed that were wrong, and the seed
         error rate before and after the check (all seeds vs the kept ones)."""
+        if self.unavailable is not None:
+            return unavailable_figures(("removed", "removed_wrong", "seed_err", "seed_err_kept"), self.unavailable)
         kept = self.seeds - self.removed
         return {
             "removed": self.removed / max(self.images, 1),  # per image
@@ -80,7 +83,11 @@ class A2GNNScorer:
         graphs = build_graphs(self.model, self.dataset, self.seed_dir, self.graph_cfg, self.device, ids=list(ids))
         probs, final = train_a2gnn(graphs, self.cfg, self.dataset.num_classes, self.device, self.seed,
                                    workers=self.workers, return_labels=True, batch_images=self.batch_images)
+        missing = self.dataset.missing_ground_truth("semantic")
         for i, g, after in zip(ids, graphs, final):
+            if missing is not None:  # boxes only: the diagnostics are skipped
+                self.checks.unavailable = missing
+                break
             truth = g.layout.node_labels(g, self.dataset.semantic_gt(i), self.graph_cfg.label_downsample)
             self.checks.add(g.labels, after, truth)
         return [graph_probs_to_image(g, p, image_channels(a)) for p, g, a in zip(probs, graphs, annotations)]

@@ -239,7 +239,9 @@ def run_train_job(job: TrainJob) -> None:
 
     logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.WARNING, format="%(message)s")
     train = SegmentationDataset(open_dataset(job.dataset, job.dataset.train_split, job.data_root), job.label_dir)
-    val = SegmentationDataset(open_dataset(job.dataset, job.dataset.val_split, job.data_root), GT_LABELS)
+    val_reader = open_dataset(job.dataset, job.dataset.val_split, job.data_root)
+    # the per-epoch val mIoU curve needs val ground truth; boxes only: no curve
+    val = None if val_reader.missing_ground_truth("semantic") else SegmentationDataset(val_reader, GT_LABELS)
     if not distributed.is_main():
         train_deeplab(train, job.cfg, job.device, job.seed, None, None, job.checkpoints)
         return
