@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # the tables of `python -m a2gnn.ablations --list`, one make target each
 TABLES := table4a table4b table4c table4d table4e fig7 gnn_seeds table5 rw_tuning baseline_tuning cam_stride4
 
-.PHONY: repro test test-fast data setup bench clean-outputs ablations $(TABLES)
+.PHONY: repro test test-fast data setup bench compare clean-outputs ablations $(TABLES)
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The default run beside the experiments (all of HEAD's, or EXPS="name ..."): differing params + headline, 120 cols
+compare: $(STAMP)
+	$(BIN)/python -m a2gnn.compare $(EXPS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pseudo_labels_speed.py

@@ -1,0 +1,80 @@
+"""The README's commands work as written in a fresh shell after the two set-up commands.
+
+DVC's stages call ``python``; in a shell where the project's environment is not active that is another Python,
+without a2gnn. So a command that needs the environment (``dvc``, ``python``, ``pip``, ``pytest``, ``torchrun``) may
+appear in a code block only after the README has said, in a code block of its own, ``source .venv/bin/activate``;
+and ``.venv/bin/dvc`` (which fails without activation, because its stages' ``python`` is not the venv's) never.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTIVATE = "source .venv/bin/activate"
+NEEDS_VENV = ("dvc", "python", "python3", "pip", "pytest", "torchrun")
+
+
+def code_blocks(text: str) -> list[tuple[int, list[str]]]:
+    """(line number of the opening fence, command lines) of every fenced shell block; continuations joined."""
+    blocks, lines, start, inside = [], [], 0, False
+    for number, line in enumerate(text.splitlines(), start=1):
+        fence = re.match(r"^\s*```(\w*)", line)
+        if fence and not inside:
+            inside, start, lines, lang = True, number, [], fence.group(1)
+        elif fence and inside:
+            inside = False
+            if lang in ("bash", "sh", "shell", ""):
+                blocks.append((start, lines))
+        elif inside:
+            if lines and lines[-1].endswith("\\"):
+                lines[-1] = lines[-1][:-1] + " " + line.strip()
+            else:
+                lines.append(line.strip())
+    return blocks
+
+
+def commands(line: str) -> list[str]:
+    """First words of the commands of one shell line (split at ; && || |, comments dropped)."""
+    line = line.split(" #")[0] if not line.startswith("#") else ""
+    words = []
+    for part in re.split(r"&&|\|\||;|\|", line):
+        tokens = [t for t in part.split() if "=" not in t or t.startswith("-")]  # drop VAR=value prefixes
+        if tokens and tokens[0] not in ("for", "do", "done"):
+            words.append(tokens[0])
+        elif len(tokens) > 1 and tokens[0] == "do":
+            words.append(tokens[1])
+    return words
+
+
+def violations(text: str) -> list[str]:
+    found, active = [], False
+    for start, lines in code_blocks(text):
+        for line in lines:
+            if ".venv/bin/dvc" in line:
+                found.append(f"line {start}: {line!r} (.venv/bin/dvc needs the environment active)")
+            if line == ACTIVATE:
+                active = True
+            for word in commands(line):
+                if word in NEEDS_VENV and not active:
+                    found.append(f"block at line {start}: {line!r} before the README says {ACTIVATE!r}")
+    return found
+
+
+def test_readme_commands_state_the_environment_they_need():
+    assert violations((ROOT / "README.md").read_text()) == []
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("```bash\ndvc repro\n```\n```bash\nsource .venv/bin/activate\n```\n", 1),  # used before it is said
+    ("```bash\nsource .venv/bin/activate\n```\n```bash\ndvc repro && python -m x\n```\n", 0),
+    ("```bash\nmake repro\n.venv/bin/dvc exp show\n```\n", 1),  # never, even after activation
+    ("```bash\nfor s in a b; do\n  python x.py \\\n   --y\ndone\n```\n", 1),
+    ("```yaml\ndvc: 1\n```\n", 0),  # not a shell block
+    ("```bash\nDVC_NO_ANALYTICS=1 dvc pull\n```\n", 1),
+])
+def test_the_check_itself(text, bad):
+    assert len(violations(text)) == bad
