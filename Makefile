@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
 # the tables of `python -m a2gnn.ablations --list`, one make target each
-TABLES := table4a table4b table4c table4d table4e fig7 gnn_seeds table5 rw_tuning baseline_tuning cam_stride4
+TABLES := table4a table4b table4c table4d table4e fig7 gnn_seeds table5 rw_tuning baseline_tuning maskrcnn_seeds cam_stride4
 
 .PHONY: repro test test-fast data setup bench compare clean-outputs ablations $(TABLES)
 
