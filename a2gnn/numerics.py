@@ -8,9 +8,15 @@ load or first run a kernel, so the pin is set by ``import a2gnn`` (``a2gnn/__ini
 is imported; every stage, script, benchmark and the test session import ``a2gnn`` first, and
 :func:`check` (called by every stage's ``setup_stage``) fails loudly if one of them loaded before the pin.
 
+torch's oneDNN convolutions are switched off as well (:func:`configure_torch`, run when torch loads): capped at
+AVX2 they still block their loops by the CPU's cache sizes, so two AVX2 machines sum in different orders.
+
 What holds where:
 
-* **x86-64 with AVX2** (any vendor, with or without AVX-512): same bytes, the committed ``dvc.lock``.
+* **x86-64 with AVX2** (any vendor, with or without AVX-512): same bytes, the committed ``dvc.lock``. Measured:
+  without the oneDNN switch, Zen 3 (EPYC, no AVX-512) and Zen 4 (EPYC, AVX-512) trained different CAM bytes;
+  with it, the tiny training hashes of ``tests/test_training.py`` hold on Zen 3 (the second machine is still to
+  be checked).
 * **x86-64 without AVX2**, **ARM** (aarch64: the pin does not apply, NEON/SVE kernels are used) and **GPUs**
   (cuDNN/cuBLAS pick kernels per device): the same bytes on the same hardware (every RNG is seeded, torch
   runs its deterministic algorithms), and the metrics within run-to-run noise of the committed ones, not bytes.
@@ -58,22 +64,92 @@ def enabled(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get(SWITCH, "").strip().lower() != "native"
 
 
+def cpu_has_avx512(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU reports AVX-512 (``avx512f`` in /proc/cpuinfo); True when that cannot be read (not Linux)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return True
+    return "avx512f" in cpuinfo.split()
+
+
+def wanted(has_avx512: bool | None = None) -> dict[str, str]:
+    """:data:`PIN` for this CPU: OpenCV's switch only where AVX-512 exists (elsewhere OpenCV warns on every import
+    that it cannot disable a feature it does not have, and runs its AVX2 kernels anyway)."""
+    values = dict(PIN)
+    if not (cpu_has_avx512() if has_avx512 is None else has_avx512):
+        values.pop("OPENCV_CPU_DISABLE")
+    return values
+
+
 def pin(environ: MutableMapping[str, str] = os.environ, machine: str | None = None) -> dict[str, str]:
-    """Set :data:`PIN` in ``environ`` (overriding what was there); returns what was set ({} when off or not x86-64).
+    """Set :func:`wanted` in ``environ`` (overriding what was there); returns what was set ({} when off or not x86-64).
 
     Child processes (workers, DDP ranks, ``dvc repro``'s stages) inherit it through the environment.
     """
     if not (enabled(environ) and applies(machine)):
         return {}
-    environ.update(PIN)
-    return dict(PIN)
+    values = wanted()
+    environ.update(values)
+    if environ is os.environ:  # this process: torch's own switches too, as soon as torch loads
+        _on_torch_import(configure_torch)
+    return values
+
+
+def configure_torch(torch) -> None:
+    """torch's switches of the pin: convolutions without oneDNN and NNPACK.
+
+    Capped at AVX2, oneDNN's JIT convolutions still size their blocking, and with it the order in which they sum
+    over channels, from the CPU's cache sizes (measured: Zen 3 and Zen 4 trained different CAM bytes under the
+    environment pin alone). Without them torch convolves with im2col and BLAS (MKL, under ``MKL_CBWR``)."""
+    torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
+
+
+def _on_torch_import(action) -> None:
+    """Run ``action(torch)`` now if torch is loaded, else right after its first import (a meta-path hook)."""
+    if "torch" in sys.modules:
+        action(sys.modules["torch"])
+        return
+    if any(isinstance(f, _TorchHook) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _TorchHook(action))
+
+
+class _TorchHook:
+    """Meta-path finder that wraps torch's loader so that ``action(torch)`` runs once torch has loaded."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        load, action = spec.loader.exec_module, self.action
+
+        def exec_module(module):
+            load(module)
+            action(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def state() -> dict[str, str]:
     """What the loaded libraries actually use: torch's CPU capability and numpy's AVX-512 dispatch."""
     out = {}
     if "torch" in sys.modules:
-        out["torch"] = sys.modules["torch"].backends.cpu.get_cpu_capability()
+        torch = sys.modules["torch"]
+        out["torch"] = torch.backends.cpu.get_cpu_capability()
+        out["onednn_conv"] = str(torch.backends.mkldnn.enabled)
     if "numpy" in sys.modules:
         from numpy._core._multiarray_umath import __cpu_features__
 
@@ -85,18 +161,20 @@ def state() -> dict[str, str]:
 def pinned() -> bool:
     """Whether this process runs the pinned kernels (the pin is in the environment and torch/numpy follow it)."""
     now = state()
-    return (applies() and all(os.environ.get(k) == v for k, v in PIN.items())
-            and now.get("torch", "AVX2") == "AVX2" and now.get("numpy_avx512", "False") == "False")
+    return (applies() and all(os.environ.get(k) == v for k, v in wanted().items())
+            and now.get("torch", "AVX2") == "AVX2" and now.get("numpy_avx512", "False") == "False"
+            and now.get("onednn_conv", "False") == "False")
 
 
 def check() -> None:
     """Raise :class:`NumericsError` when the pin is wanted but a loaded library runs above AVX2."""
     if not (enabled() and applies()):
         return
-    if any(os.environ.get(k) != v for k, v in PIN.items()):
+    if any(os.environ.get(k) != v for k, v in wanted().items()):
         raise NumericsError(f"the numerics pin is not in the environment; import a2gnn before {', '.join(GUARDED)}")
     now = state()
-    if now.get("torch", "AVX2") not in ("AVX2", "DEFAULT") or now.get("numpy_avx512") == "True":
+    if (now.get("torch", "AVX2") not in ("AVX2", "DEFAULT") or now.get("numpy_avx512") == "True"
+            or now.get("onednn_conv") == "True"):
         raise NumericsError(
             f"torch/numpy were loaded before the numerics pin (they run {now}): results would depend on this CPU. "
             "Import a2gnn before torch, numpy and cv2 (a2gnn/numerics.py)."

@@ -178,6 +178,22 @@ def pseudo_section(data: Mapping[str, Any]) -> str:
     return text
 
 
+def pseudo_instances_section(data: Mapping[str, Any]) -> str:
+    """Pseudo instance masks against the GT instances, no detector (``metrics/tables/pseudo_instances.csv``)."""
+    rows = [r for r in data["tables"].get("pseudo_instances", []) if r.get("box_iou")]
+    if not rows:
+        return ""
+    figures = ("box_iou", "iou_small", "iou_medium", "iou_large", "ap", "ap50", "ap75")
+    heads = ["method", "mean IoU per box", "small", "medium", "large", "mask AP", "AP50", "AP75", "boxes"]
+    rows = sorted(rows, key=lambda r: float(r["box_iou"]))
+    text = ("## Pseudo instances against the ground-truth instances (train split, no detector)\n\n"
+            "Each box's pseudo instance (what the `instances` stage writes from each method's labels) scored against "
+            "the box's ground-truth instance: mean IoU per box, by COCO object size, and COCO mask AP with every box "
+            "a detection of score 1.\n\n")
+    return text + md_table(heads, [[r["method"], *(pct(r[f]) if r[f] != "" else "–" for f in figures), r["boxes"]]
+                                   for r in rows])
+
+
 def consistency_section(data: Mapping[str, Any]) -> str:
     checks = data["metrics"].get("consistency")
     if not checks:
@@ -239,7 +255,7 @@ def build_markdown(data: Mapping[str, Any], figures: Mapping[str, str]) -> str:
     parts = ["# Results\n\nWritten by the `report` stage (`dvc repro report`) from the pipeline's metric files. "
              "Numbers in %; the paper's are PASCAL VOC 2012, ours are the configured dataset's.\n",
              unavailable_section(data), seeds_section(data), f"![seeds]({figures['seeds']})\n" if seed_rows(data) else "",
-             pseudo_section(data), consistency_section(data), downstream_section(data),
+             pseudo_section(data), pseudo_instances_section(data), consistency_section(data), downstream_section(data),
              f"## Per-class IoU\n\n![per-class IoU]({figures['per_class']})\n",
              f"## Training curves\n\n![training curves]({figures['curves']})\n",
              ablations_section(data), f"![Fig. 7]({figures['fig7']})\n"]

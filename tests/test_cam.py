@@ -358,3 +358,122 @@ def test_stage_outputs_are_reproducible_and_atomic(tmp_path, capsys):
     assert "img1.png" in capsys.readouterr().err
     assert not (tmp_path / "out3").exists()
     assert not list(tmp_path.glob(".out3*"))
+
+
+# ------------------------------------------------------------------------------------ supervision: boxes
+def test_plan_boxes_follows_the_view_of_a_painted_box():
+    """Boxes carried through rescale / flip / crop / placement land where the same view puts a painted box."""
+    from a2gnn.seeds.box_cam import plan_boxes
+    from a2gnn.seeds.cam import apply_plan, crop_plan
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        h, w = int(rng.integers(20, 90)), int(rng.integers(20, 90))
+        x1, y1 = int(rng.integers(0, w - 8)), int(rng.integers(0, h - 8))
+        x2, y2 = int(rng.integers(x1 + 6, w + 1)), int(rng.integers(y1 + 6, h + 1))
+        image = np.zeros((h, w, 3), np.uint8)
+        image[y1:y2, x1:x2] = 255
+        cfg = dataclasses.replace(TINY, crop_size=48, scale_range=(0.6, 1.6))
+        plan = crop_plan(h, w, cfg, rng)
+        canvas, _ = apply_plan(image, plan, cfg.crop_size)
+        painted = canvas[0].numpy() > 1.0  # white (normalised ~2.2) box pixels; black ~-2.1, padding 0
+        out = plan_boxes(np.array([[x1, y1, x2, y2, 1]], float), (h, w), plan)
+        if not painted.any():
+            assert len(out) == 0 or (out[0, 2] - out[0, 0]) * (out[0, 3] - out[0, 1]) <= 2 * 48, trial
+            continue
+        ys, xs = np.nonzero(painted)
+        expected = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        assert len(out) == 1 and np.abs(out[0, :4] - expected).max() <= 1, (trial, out, expected)
+
+
+def test_overlap_ignore_hand_made():
+    from a2gnn.seeds.box_cam import overlap_ignore
+
+    boxes = np.array([[0, 0, 10, 10, 1], [5, 5, 15, 15, 2], [20, 20, 30, 30, 2], [8, 0, 12, 4, 1]], float)
+    ignore = overlap_ignore(boxes, 3).numpy()
+    expected = np.zeros((4, 3), bool)
+    expected[0, 1] = True  # box 0 (class 1) overlaps box 1 (class 2)
+    expected[1, 0] = True  # box 1 (class 2) overlaps box 0 (class 1); box 3 (class 1) is not touching it
+    assert (ignore == expected).all()
+
+
+def test_box_supervision_terms_match_a_loop_over_cells():
+    from a2gnn.seeds.box_cam import box_supervision_terms
+
+    gen = torch.Generator().manual_seed(0)
+    k_fg, s, stride = 3, 16, 4
+    maps = torch.randn(k_fg + 1, s // stride, s // stride, generator=gen)  # background last
+    valid = torch.zeros(1, s, s)
+    valid[:, :, :13] = 1.0  # three padded columns
+    boxes = np.array([[1, 2, 7, 9, 1], [4, 4, 12, 14, 3]], float)
+    box_sum, box_n, bg_sum, bg_n = box_supervision_terms(maps, valid, boxes)
+
+    m = maps.numpy().astype(np.float64)
+    inside = np.zeros((len(boxes), s, s))
+    for n, (x1, y1, x2, y2, _) in enumerate(boxes.astype(int)):
+        inside[n, y1:y2, x1:x2] = 1.0
+    inside *= valid[0].numpy()
+    free = valid[0].numpy() * (1 - inside.max(axis=0))
+    ref_box, ref_bg, ref_bgn = 0.0, 0.0, 0.0
+    for n in range(len(boxes)):
+        num, den = np.zeros(k_fg + 1), 0.0
+        for cy in range(s // stride):
+            for cx in range(s // stride):
+                frac = inside[n, cy * stride:(cy + 1) * stride, cx * stride:(cx + 1) * stride].mean()
+                num += frac * m[:, cy, cx]
+                den += frac
+        pooled = num / den
+        own = int(boxes[n, 4]) - 1
+        other = int(boxes[1 - n, 4]) - 1  # the other box overlaps this one: its class leaves the softmax
+        kept = [c for c in range(k_fg + 1) if c != other]
+        ref_box += -(pooled[own] - np.log(np.exp(pooled[kept]).sum()))
+    for cy in range(s // stride):
+        for cx in range(s // stride):
+            frac = free[cy * stride:(cy + 1) * stride, cx * stride:(cx + 1) * stride].mean()
+            ref_bg += -frac * (m[k_fg, cy, cx] - np.log(np.exp(m[:, cy, cx]).sum()))
+            ref_bgn += frac
+    assert float(box_n) == 2
+    assert float(box_sum) == pytest.approx(ref_box, rel=1e-5)
+    assert float(bg_sum) == pytest.approx(ref_bg, rel=1e-5) and float(bg_n) == pytest.approx(ref_bgn, rel=1e-6)
+
+
+def test_box_probabilities_softmax_over_background_and_labels():
+    from a2gnn.seeds.box_cam import box_probabilities
+
+    logits = torch.tensor([1.0, 2.0, 3.0, 0.5])[:, None, None].repeat(1, 2, 2)  # classes 1..3, background last
+    probs = box_probabilities(logits, np.array([1, 3])).numpy()
+    e = np.exp([1.0, 3.0, 0.5])
+    assert probs.shape == (2, 2, 2) and np.allclose(probs[:, 0, 0], e[:2] / e.sum())
+
+
+def test_box_supervision_trains_a_localising_cam(tiny_voc):
+    """Trained on the boxes alone, the CAM's seeds find the objects: better than trained on image labels."""
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(TINY, supervision="boxes", epochs=40)
+    model = train_cam_model(tiny_voc, cfg, seed=0)
+    again = train_cam_model(tiny_voc, cfg, seed=0)
+    assert torch.equal(model.classifier.weight, again.classifier.weight)
+    image_model = train_cam_model(tiny_voc, dataclasses.replace(TINY, epochs=40), seed=0)
+
+    def miou(m):
+        inter, union = np.zeros(3), np.zeros(3)
+        for image_id in tiny_voc.ids:
+            labels = tiny_voc.annotation(image_id).image_labels
+            cams = compute_cams(m, tiny_voc.image(image_id), labels, cfg)
+            pred, gt = cam_seeds(cams, labels, cfg.bg_alpha), tiny_voc.semantic_gt(image_id)
+            for c in range(3):
+                inter[c] += ((pred == c) & (gt == c)).sum()
+                union[c] += ((pred == c) | (gt == c)).sum()
+        return float(np.mean(inter / union))
+
+    boxes_miou, image_miou = miou(model), miou(image_model)
+    assert boxes_miou > 0.5, (boxes_miou, image_miou)  # 4x4 cells per 32 px image bound it (measured 0.59)
+    assert boxes_miou > image_miou + 0.05, (boxes_miou, image_miou)  # image labels: 0.47
+
+
+def test_box_supervision_config_checks():
+    with pytest.raises(ConfigError, match="supervision"):
+        CAMConfig.from_params({"supervision": "scribbles"})
+    with pytest.raises(ConfigError, match="equivariance_weight"):
+        CAMConfig.from_params({"supervision": "boxes", "equivariance_weight": 1.0})
+    assert CAMConfig.from_params({"supervision": "boxes"}).supervision == "boxes"

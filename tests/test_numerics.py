@@ -55,12 +55,32 @@ def run_probe(**env: str) -> tuple[str, str]:
 
 def test_pin_sets_the_environment_on_x86_only():
     env = {"ATEN_CPU_CAPABILITY": "avx512", "OTHER": "x"}
-    assert numerics.pin(env, machine="x86_64") == dict(numerics.PIN)
+    assert numerics.pin(env, machine="x86_64") == numerics.wanted()
     assert env["ATEN_CPU_CAPABILITY"] == "avx2" and env["OTHER"] == "x"  # a forced level is overridden
     arm = {}
     assert numerics.pin(arm, machine="aarch64") == {} and arm == {}
     off = {numerics.SWITCH: "native", "ATEN_CPU_CAPABILITY": "avx512"}
     assert numerics.pin(off, machine="x86_64") == {} and off["ATEN_CPU_CAPABILITY"] == "avx512"
+
+
+def test_opencv_switch_only_where_avx512_exists():
+    assert numerics.cpu_has_avx512("flags : fpu sse2 avx2 avx512f avx512bw") is True
+    assert numerics.cpu_has_avx512("flags : fpu sse2 avx2 fma") is False
+    assert numerics.wanted(has_avx512=True) == dict(numerics.PIN)
+    without = numerics.wanted(has_avx512=False)
+    assert "OPENCV_CPU_DISABLE" not in without  # OpenCV would warn on every import that it lacks AVX512-SKX
+    assert without == {k: v for k, v in numerics.PIN.items() if k != "OPENCV_CPU_DISABLE"}
+
+
+@x86_avx2
+def test_torch_loads_without_onednn_convolutions_after_a2gnn():
+    code = "import a2gnn, torch; print(torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled())"
+    clean = {k: v for k, v in os.environ.items() if k not in numerics.PIN and k != numerics.SWITCH}
+    pinned = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
+    assert pinned.stdout.split() == ["False", "False"]
+    native = subprocess.run([sys.executable, "-c", code], env={**clean, numerics.SWITCH: "native"},
+                            capture_output=True, text=True, check=True)
+    assert native.stdout.split()[0] == "True"  # torch's own default: the pin is what switches it off
 
 
 @x86_avx2

@@ -100,9 +100,9 @@ def test_checkpointer_ignores_other_runs_and_writes_gitignore(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- unchanged results
-FROZEN = {  # torch 2.14.1 CPU, 1 thread, under the numerics pin (a2gnn/numerics.py: AVX2 kernels on any x86-64)
-    "cam_sgd": "a366c0f3c5545da5", "cam_adam_er": "5dcdf150ae14006a", "cam_adamw": "1a7b9a020a451121",
-    "aff_adam": "5bc8be70a21bea66", "aff_sgd": "239f62a452dca0a2", "aff_epochs": "8f41f9362fb94004",
+FROZEN = {  # torch 2.14.1 CPU, 1 thread, under the numerics pin (a2gnn/numerics.py: AVX2 kernels, no oneDNN conv)
+    "cam_sgd": "ade0657784448d60", "cam_adam_er": "d403c7a7ebd05477", "cam_adamw": "d2269461adfb22ee",
+    "aff_adam": "be1eed571b56ab0a", "aff_sgd": "cea076fef7cf0cae", "aff_epochs": "8f41f9362fb94004",
 }
 needs_pin = pytest.mark.skipif(not numerics.pinned(), reason="frozen hashes hold only under the numerics pin "
                                                               "(x86-64 with AVX2, A2GNN_NUMERICS not native)")

@@ -60,12 +60,17 @@ from a2gnn.config import Config
 from a2gnn.crf import CRFConfig, dense_crf
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import IGNORE_INDEX, DataError, load_torch, save_torch, write_label
+from a2gnn.seeds.box_cam import box_probabilities, boxes_array, box_supervision_loss, plan_boxes
 from a2gnn.seeds.scores import load_cam_scores, save_cam_scores, with_background  # noqa: F401  (re-exported)
 from a2gnn import distributed
 from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint, param_groups
 
 CAM_EPS = 1e-5
 """Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
+
+
+CAM_SUPERVISION = ("image", "boxes")
+"""What trains the classifier: Eq. (1)'s image labels, or the boxes (:mod:`a2gnn.seeds.box_cam`)."""
 
 
 PSA_CRF = CRFConfig(gaussian_sxy=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0)
@@ -91,6 +96,8 @@ class CAMConfig(Config):
     #                       smaller ones placed at a random offset; padding is excluded from pooling
     scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale factor range for training
     flip: bool = True  # random horizontal flip in training
+    supervision: str = "image"  # what trains the classifier: image = Eq. 1's image labels | boxes (box_cam.py)
+    background_weight: float = 1.0  # supervision boxes: weight of the box-free cells' background term
     equivariance_weight: float = 0.0  # weight of SEAM's equivariant regularisation L_ER (0 = plain CAM)
     equivariance_scale: float = 0.5  # rescale factor of L_ER's second branch (SEAM: 0.3 on 448 px crops)
     scales: tuple[float, ...] = (1.0,)  # inference scales whose CAMs are summed (SEAM: 0.5, 1, 1.5, 2)
@@ -120,6 +127,10 @@ class CAMConfig(Config):
         )
         self.check(self.bg_alpha > 0, "bg_alpha", "> 0")
         self.check(0 <= self.seed_confidence < 1, "seed_confidence", "in [0, 1)")
+        self.check(self.supervision in CAM_SUPERVISION, "supervision", f"one of {sorted(CAM_SUPERVISION)}")
+        self.check(self.background_weight >= 0, "background_weight", ">= 0")
+        self.check(self.supervision == "image" or self.equivariance_weight == 0, "equivariance_weight",
+                   "0 under supervision: boxes (L_ER is defined for image labels)")
         self.check(self.equivariance_weight >= 0, "equivariance_weight", ">= 0")
         self.check(0 < self.equivariance_scale < 1, "equivariance_scale", "in (0, 1)")
 
@@ -131,12 +142,13 @@ class CAMNet(nn.Module):
     :meth:`class_maps`: x -> (B, K_fg, ceil(H / s), ceil(W / s)) (before ReLU).
     """
 
-    def __init__(self, backbone: Backbone, num_foreground: int, dropout: float = 0.0):
+    def __init__(self, backbone: Backbone, num_foreground: int, dropout: float = 0.0, background: bool = False):
         super().__init__()
         self.backbone = backbone
         self.num_foreground = num_foreground
+        self.background = background  # one more map, the background, last (supervision: boxes)
         self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(backbone.tap_channels[2], num_foreground, 1, bias=False)
+        self.classifier = nn.Conv2d(backbone.tap_channels[2], num_foreground + int(background), 1, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -171,25 +183,22 @@ def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
     return target
 
 
-def augment(image: np.ndarray, cfg: CAMConfig, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-    """One training sample: random rescale and flip, then random crop / pad to crop_size.
+@dataclasses.dataclass(frozen=True)
+class CropPlan:
+    """One random training view: rescaled size, flip, and per axis (rows, cols) the source and canvas slices."""
 
-    Per axis, a side longer than crop_size is cropped at a random offset (a crop may cut an object
-    out while its image label stays, as in PSA/SEAM's random crops), a shorter one is placed at a
-    random offset on a zero (= mean colour) canvas and marked invalid for pooling.
+    size: tuple[int, int]  # (nh, nw) after the rescale
+    flip: bool
+    src: tuple[slice, slice]
+    dst: tuple[slice, slice]
 
-    image (H, W, 3) uint8 -> (normalised image (3, S, S) with zero padding, valid mask (1, S, S))."""
-    h, w = image.shape[:2]
+
+def crop_plan(height: int, width: int, cfg: CAMConfig, rng: np.random.Generator) -> CropPlan:
+    """Draw a rescale in ``scale_range``, a flip and, per axis, a crop (side > crop_size) or a placement offset."""
     scale = rng.uniform(*cfg.scale_range)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    if (nh, nw) != (h, w):
-        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    if cfg.flip and rng.random() < 0.5:
-        image = image[:, ::-1]
-    x = normalize_image(image)
+    nh, nw = max(1, round(height * scale)), max(1, round(width * scale))
+    flip = bool(cfg.flip and rng.random() < 0.5)
     size = cfg.crop_size
-    canvas = torch.zeros(3, size, size)
-    valid = torch.zeros(1, size, size)
     src, dst = [], []
     for n in (nh, nw):
         offset = int(rng.integers(0, abs(n - size) + 1))
@@ -199,8 +208,40 @@ def augment(image: np.ndarray, cfg: CAMConfig, rng: np.random.Generator) -> tupl
         else:  # place the whole image on the canvas
             src.append(slice(0, n))
             dst.append(slice(offset, offset + n))
-    canvas[:, dst[0], dst[1]] = x[:, src[0], src[1]]
-    valid[:, dst[0], dst[1]] = 1.0
+    return CropPlan((nh, nw), flip, (src[0], src[1]), (dst[0], dst[1]))
+
+
+def augment(image: np.ndarray, cfg: CAMConfig, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """One training sample: random rescale and flip, then random crop / pad to crop_size.
+
+    Per axis, a side longer than crop_size is cropped at a random offset (a crop may cut an object
+    out while its image label stays, as in PSA/SEAM's random crops), a shorter one is placed at a
+    random offset on a zero (= mean colour) canvas and marked invalid for pooling.
+
+    image (H, W, 3) uint8 -> (normalised image (3, S, S) with zero padding, valid mask (1, S, S))."""
+    return apply_plan(image, crop_plan(*image.shape[:2], cfg, rng), cfg.crop_size)
+
+
+def augment_with_boxes(image: np.ndarray, boxes: np.ndarray, cfg: CAMConfig, rng: np.random.Generator
+                       ) -> tuple[Tensor, Tensor, np.ndarray]:
+    """:func:`augment` that also carries the boxes (n, 5) into the view -> (canvas, valid, boxes (m, 5))."""
+    plan = crop_plan(*image.shape[:2], cfg, rng)
+    canvas, valid = apply_plan(image, plan, cfg.crop_size)
+    return canvas, valid, plan_boxes(boxes, image.shape[:2], plan)
+
+
+def apply_plan(image: np.ndarray, plan: CropPlan, size: int) -> tuple[Tensor, Tensor]:
+    """image (H, W, 3) uint8 -> (normalised canvas (3, S, S), valid (1, S, S)) under ``plan``."""
+    nh, nw = plan.size
+    if (nh, nw) != image.shape[:2]:
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    if plan.flip:
+        image = image[:, ::-1]
+    x = normalize_image(image)
+    canvas = torch.zeros(3, size, size)
+    valid = torch.zeros(1, size, size)
+    canvas[:, plan.dst[0], plan.dst[1]] = x[:, plan.src[0], plan.src[1]]
+    valid[:, plan.dst[0], plan.dst[1]] = 1.0
     return canvas, valid
 
 
@@ -233,7 +274,7 @@ def build_cam_model(cfg: CAMConfig, num_classes: int) -> CAMNet:
     """CAMNet over ``num_classes - 1`` foreground classes (class 0 = background has no output)."""
     if num_classes < 2:
         raise ValueError("need background plus at least one foreground class")
-    return CAMNet(build_backbone(cfg.backbone), num_classes - 1, cfg.dropout)
+    return CAMNet(build_backbone(cfg.backbone), num_classes - 1, cfg.dropout, background=cfg.supervision == "boxes")
 
 
 def train_cam_model(
@@ -257,12 +298,14 @@ def train_cam_model(
     targets = torch.from_numpy(
         np.stack([multi_hot(dataset.annotation(i).image_labels, dataset.num_classes) for i in dataset.ids])
     )
+    by_box = cfg.supervision == "boxes"
+    boxes = [boxes_array(dataset.annotation(i).boxes) for i in dataset.ids] if by_box else []
     model = build_cam_model(cfg, dataset.num_classes).to(device)
     optimizer = build_optimizer(param_groups(model, cfg.lr), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
     schedule = PolySchedule(optimizer, cfg.epochs * steps_per_epoch, cfg.lr_power)
     ckpt = Checkpointer(checkpoint_dir, fingerprint(
-        config=cfg.to_dict(), seed=seed, ids=list(dataset.ids), data=digest_arrays([*images, targets.numpy()])
+        config=cfg.to_dict(), seed=seed, ids=list(dataset.ids), data=digest_arrays([*images, targets.numpy(), *boxes])
     ))
     start, _ = ckpt.restore(model, optimizer, schedule, {"rng": rng})
     model.train()
@@ -271,12 +314,16 @@ def train_cam_model(
         losses = []
         for b in range(steps_per_epoch):
             batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            samples = [augment(images[i], cfg, rng) for i in batch]  # every rank draws the whole batch's crops
+            # every rank draws the whole batch's crops
+            samples = [augment_with_boxes(images[i], boxes[i], cfg, rng) if by_box else augment(images[i], cfg, rng)
+                       for i in batch]
             share = distributed.rank_share(range(len(batch)))  # ... and keeps its part (all of it in one process)
             schedule.apply()
             optimizer.zero_grad(set_to_none=True)
             if share:
-                loss = cam_batch_loss(model, [samples[k] for k in share], targets[batch[share]], cfg, device)
+                mine = [samples[k] for k in share]
+                loss = (box_cam_batch_loss(model, mine, cfg, device) if by_box
+                        else cam_batch_loss(model, mine, targets[batch[share]], cfg, device))
                 loss.backward()
                 losses.append(float(loss.detach()))
             distributed.average_gradients(model, len(share) / len(batch))  # the whole batch's mean gradient
@@ -309,6 +356,16 @@ def cam_batch_loss(model: CAMNet, samples: Sequence[tuple[Tensor, Tensor]], targ
     return loss
 
 
+def box_cam_batch_loss(model: CAMNet, samples: Sequence[tuple[Tensor, Tensor, np.ndarray]], cfg: CAMConfig,
+                       device: str = "cpu") -> Tensor:
+    """``supervision: boxes`` loss of a batch (:func:`a2gnn.seeds.box_cam.box_supervision_loss`).
+
+    Shapes: samples: (image (3, S, S), valid (1, S, S), boxes (n, 5)) from :func:`augment_with_boxes`."""
+    x = torch.stack([s[0] for s in samples]).to(device)
+    valid = torch.stack([s[1] for s in samples]).to(device)
+    return box_supervision_loss(model.class_maps(x), valid, [s[2] for s in samples], cfg.background_weight)
+
+
 @torch.no_grad()
 def evaluate_bce(model: CAMNet, dataset: VOCDataset, device: str = "cpu") -> float:
     """Mean multi-label BCE of ``model`` (eval mode, whole un-augmented images) over ``dataset``."""
@@ -333,26 +390,32 @@ def compute_cams(
 ) -> np.ndarray:
     """Normalised CAMs of the image's labels: image (H, W, 3) uint8, labels (K,) -> (K, H, W) float32 in [0, 1].
 
-    For each inference scale (and its flip when ``infer_flip``): ReLU(class maps) up-sampled
+    A model with a background map (``supervision: boxes``) gives instead the softmax over the background and the
+    labels of its maps averaged over the scales and flips (:func:`a2gnn.seeds.box_cam.box_probabilities`).
+    Otherwise, for each inference scale (and its flip when ``infer_flip``): ReLU(class maps) up-sampled
     bilinearly by the stride (cropped to the scaled image) and then to (H, W); the sum over scales
     is restricted to ``labels`` (class c -> map c - 1) and max-normalised per class."""
     model.eval()
     labels = np.asarray(labels, dtype=np.int64)
     h, w = image.shape[:2]
-    total = torch.zeros(model.num_foreground, h, w, device=device)
+    total = torch.zeros(model.classifier.out_channels, h, w, device=device)
     for scale in cfg.scales:
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         scaled = image if (sh, sw) == (h, w) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
         x = normalize_image(scaled)[None].to(device)
         if cfg.infer_flip:
             x = torch.cat([x, x.flip(-1)])
-        maps = torch.relu(model.class_maps(x))
+        maps = model.class_maps(x)
+        maps = maps if model.background else torch.relu(maps)  # boxes: logits, averaged then soft-maxed
         gh, gw = maps.shape[2:]
         maps = F.interpolate(maps, size=(gh * model.stride, gw * model.stride), mode="bilinear", align_corners=False)
         maps = maps[:, :, :sh, :sw]
         if (sh, sw) != (h, w):
             maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
         total += maps[0] + (maps[1].flip(-1) if cfg.infer_flip else 0)
+    if model.background:
+        views = len(cfg.scales) * (2 if cfg.infer_flip else 1)
+        return box_probabilities(total / views, labels).cpu().numpy().astype(np.float32)
     return normalize_cams(total[torch.from_numpy(labels - 1).to(device)]).cpu().numpy().astype(np.float32)
 
 
