@@ -1,13 +1,14 @@
 """Stage ``pseudo_labels``: image -> graph -> A²GNN per image (Eq. 14-28) -> dense CRF -> label PNGs.
 
     python stages/pseudo_labels.py <data_root> <seed_dir> <affinity_model> <cam_dir> <supervision_json> <out_dir>
-        <checks_json>
+        <checks_json> [--grabcut <m_b_dir>]
 
 <seed_dir> is outputs/seeds/${gnn.seeds} (M_g, or M_F for Table 4(e), weak/gnn for §7). Writes <out_dir>/<id>.png
 for the train split, all or nothing, and <checks_json>: what consistency checking (Eq. 27-28) removed, scored
 against the ground truth (a diagnostic; the method never reads the ground truth). <supervision_json> is the record of
 stages/weak_seeds.py (the supervision; the random-walk settings when ``weak.rw_fusion`` > 0); <cam_dir>/scores is
-read only with that fusion (§7.1 image-level: A²GNN and the random walk fused 1:3).
+read only with that fusion (§7.1 image-level: A²GNN and the random walk fused 1:3). <m_b_dir> (M_B, Eq. 3) is read
+only when ``gnn.grabcut_fusion`` > 0: GrabCut's pixel-level soft label mixed into the A²GNN's scores before the CRF.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from a2gnn.gnn.model import GNNConfig
 from a2gnn.graph import GraphConfig
 from a2gnn.io import write_json
 from a2gnn.gnn.pseudo_labels import A2GNNScorer
+from a2gnn.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
 from a2gnn.pseudo_labels import FusedScorer, PostprocessConfig, write_pseudo_labels
 from a2gnn.random_walk import RandomWalkConfig, RandomWalkScorer
 from a2gnn.supervision import check_supervision, read_supervision_record
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("data_root", "seed_dir", "affinity_model", "cam_dir", "supervision_json", "out_dir",
                  "checks_json"):
         parser.add_argument(name)
+    parser.add_argument("--grabcut", default=None, metavar="m_b_dir", help="M_B, read when gnn.grabcut_fusion > 0")
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
@@ -51,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         walk = RandomWalkConfig.from_params(weak.random_walk)
         walker = RandomWalkScorer(dataset, model, Path(args.cam_dir), graph, walk, runtime.device)
         scorer = FusedScorer(a2gnn, walker, weak.rw_fusion)
+    if gnn.grabcut_fusion > 0:
+        if args.grabcut is None:
+            parser.error("gnn.grabcut_fusion > 0 needs --grabcut <m_b_dir>")
+        grabcut = GrabCutScorer(Path(args.grabcut), GrabCutCRFConfig.from_params(params.get("grabcut_crf")))
+        scorer = FusedScorer(scorer, grabcut, gnn.grabcut_fusion)
     write_pseudo_labels(dataset, scorer, post, crf, runtime.workers, runtime.chunk_images, args.out_dir,
                         desc="pseudo labels (a2gnn)")
     write_json(args.checks_json, a2gnn.checks.summary())

@@ -127,3 +127,25 @@ def test_stage_writes_metrics_and_table(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "ap.json").read_text()) == {"a": 1.0}
     header, row = (tmp_path / "t.csv").read_text().splitlines()
     assert header.startswith("method,box_iou,iou_small") and row.startswith("a,1.0000") and row.endswith(",3")
+
+
+def test_grabcut_scorer_reads_m_b_and_names_bad_files(tmp_path):
+    from a2gnn.datasets.voc import Annotation, Box
+    from a2gnn.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
+    from a2gnn.pseudo_labels import fuse_scores
+
+    ann = Annotation("a", 4, 3, (Box(0, 0, 2, 2, 2), Box(1, 1, 4, 3, 5)))
+    m_b = np.array([[2, 2, 0, 0], [2, 5, 5, 255], [0, 5, 5, 5]], np.uint8)
+    write_label(tmp_path / "a.png", m_b)
+    scorer = GrabCutScorer(tmp_path, GrabCutCRFConfig(confidence=0.8))
+    (scores,) = scorer(["a"], [ann])
+    assert scores.shape == (3, 3, 4)  # background, class 2, class 5
+    assert scores[:, 1, 3].tolist() == pytest.approx([0.8, 0.1, 0.1])  # unknown (255) -> background
+    assert scores[:, 0, 0].tolist() == pytest.approx([0.1, 0.8, 0.1])
+    fused = fuse_scores(np.stack([np.ones((3, 4)), np.zeros((3, 4)), np.zeros((3, 4))]), scores, 0.5)
+    assert fused[:, 0, 0].tolist() == pytest.approx([0.55, 0.4, 0.05])
+    with pytest.raises(DataError, match="b.png"):
+        scorer(["b"], [ann])
+    write_label(tmp_path / "c.png", m_b[:2])
+    with pytest.raises(DataError, match="c.png"):
+        scorer(["c"], [Annotation("c", 4, 3, ann.boxes)])

@@ -90,6 +90,10 @@ class GNNConfig(Config):
     consistency_scale: str = "nearest"
     consistency_threshold: float = 1.0
     consistency_cumulative: bool = False  # false: each iteration filters the ORIGINAL M_g; true: removals accumulate
+    # --- pseudo labels (our choice for photos; 0 = the paper) ---
+    # share of GrabCut's pixel-level soft label (M_B, grabcut_crf.confidence) in the scores before the CRF: the
+    # node grid (stride 8) is coarser than small objects, GrabCut works on pixels (a2gnn.grabcut_crf)
+    grabcut_fusion: float = 0.0
 
     def validate(self) -> None:
         self.check(self.hidden >= 1, "hidden", ">= 1")
@@ -107,6 +111,7 @@ class GNNConfig(Config):
         self.check(self.ce_resolution in CE_RESOLUTIONS, "ce_resolution", f"one of {CE_RESOLUTIONS}")
         self.check(self.consistency_scale in CONSISTENCY_SCALES, "consistency_scale", f"one of {CONSISTENCY_SCALES}")
         self.check(self.consistency_threshold >= 0.0, "consistency_threshold", ">= 0")
+        self.check(0.0 <= self.grabcut_fusion <= 1.0, "grabcut_fusion", "in [0, 1]")
 
     @property
     def attention_terms(self) -> tuple[bool, bool]:
