@@ -73,14 +73,14 @@ def test_opencv_switch_only_where_avx512_exists():
 
 
 @x86_avx2
-def test_torch_loads_without_onednn_convolutions_after_a2gnn():
+def test_strict_pin_loads_torch_without_onednn_convolutions():
     code = "import a2gnn, torch; print(torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled())"
     clean = {k: v for k, v in os.environ.items() if k not in numerics.PIN and k != numerics.SWITCH}
-    pinned = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
-    assert pinned.stdout.split() == ["False", "False"]
-    native = subprocess.run([sys.executable, "-c", code], env={**clean, numerics.SWITCH: "native"},
+    strict = subprocess.run([sys.executable, "-c", code], env={**clean, numerics.SWITCH: "strict"},
                             capture_output=True, text=True, check=True)
-    assert native.stdout.split()[0] == "True"  # torch's own default: the pin is what switches it off
+    assert strict.stdout.split() == ["False", "False"]
+    default = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True)
+    assert default.stdout.split()[0] == "True"  # torch's own default: only the strict pin switches it off
 
 
 @x86_avx2
