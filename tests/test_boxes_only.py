@@ -85,7 +85,7 @@ def test_every_stage_runs_on_boxes_alone(boxes_repo):
 def test_evaluations_say_not_available_and_make_nothing_up(boxes_repo):
     repo, _, _ = boxes_repo
     for name in ("seeds_miou", "seeds_precision", "pseudo_labels", "deeplab_miou", "deeplab_miou_crf",
-                 "instance_ap50", "instance_ap70", "instance_ap75", "consistency"):
+                 "instance_ap50", "instance_ap70", "instance_ap75", "consistency", "pseudo_iou", "pseudo_ap50"):
         figures = json.loads((repo / "metrics" / f"{name}.json").read_text())
         assert "no segmentation" in figures.pop(UNAVAILABLE), name
         assert figures and all(v is None for v in figures.values()), (name, figures)

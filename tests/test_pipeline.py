@@ -60,11 +60,14 @@ def test_repro_runs_every_stage_and_the_method_works(repo, reproduced_repo):
     assert set(precision) == {"M_I", "M_B", "M_F", "M_g"}
     assert precision["M_g"] >= precision["M_F"] - 0.01  # M_g: the confident subset
     miou = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())
-    assert set(miou) == {"a2gnn", "rw", "baseline", "grabcut", "boxes"}
+    assert set(miou) == {"a2gnn", "rw", "baseline", "grabcut", "grabcut_crf", "boxes"}
     assert miou["a2gnn"] > miou["boxes"], miou  # box-as-mask: the floor
     # a broken graph, GNN or loss falls below these (measured on this profile: see TINY_FLOOR)
     assert miou["a2gnn"] > miou["baseline"], miou
     assert miou["a2gnn"] >= TINY_FLOOR, miou
+    instance_iou = json.loads((repo / "metrics" / "pseudo_iou.json").read_text())
+    assert set(instance_iou) == set(miou) and all(0 <= v <= 1 for v in instance_iou.values()), instance_iou
+    assert instance_iou["a2gnn"] > instance_iou["baseline"], instance_iou  # the same ranking per box
     checks = json.loads((repo / "metrics" / "consistency.json").read_text())
     assert 0.0 <= checks["removed_wrong"] <= 1.0
     for name in ("deeplab_miou", "deeplab_miou_crf", "instance_ap50", "instance_ap70", "instance_ap75"):
@@ -102,7 +105,8 @@ def test_runtime_knobs_rerun_nothing_and_change_no_output(repo):
         ("a2gnn/label_eval.py", {"evaluate_seeds", "evaluate_pseudo_labels", "evaluate_deeplab"}),
         ("a2gnn/seeds/grabcut.py", {"grabcut"}),  # the box geometry lives in a2gnn/boxes.py, not with GrabCut
         ("a2gnn/boxes.py", {"grabcut", "seeds", "weak_seeds", "box_baselines", "instances", "train_maskrcnn",
-                            "train_maskrcnn_gt", "evaluate_maskrcnn", "figure"}),
+                            "train_maskrcnn_gt", "evaluate_maskrcnn", "figure", "grabcut_crf", "pseudo_labels",
+                            "evaluate_instances"}),
     ],
 )
 def test_editing_a_module_reports_exactly_its_importers_and_downstream(repo, module, expected):

@@ -152,3 +152,16 @@ def test_per_class_csv_with_an_absent_class_draws(tmp_path):
     csv.write_text("class,M_I,M_B\nbackground,0.9,0.8\ndisc,,\n")
     report.save_figure(report.per_class_figure({"seeds": report.read_csv(csv)}), tmp_path / "per_class.png")
     assert (tmp_path / "per_class.png").stat().st_size > 0
+
+
+def test_pseudo_instances_section_sorts_methods_and_skips_unavailable():
+    header = "method,box_iou,iou_small,iou_medium,iou_large,ap,ap50,ap75,boxes".split(",")
+    rows = [dict(zip(header, r.split(","))) for r in (
+        "a2gnn,0.7000,0.5000,0.7000,0.9000,0.4000,0.8000,0.3000,12",
+        "boxes,0.5000,0.4000,,0.6000,0.2000,0.6000,0.1000,12",
+        "gone,,,,,,,,")]
+    text = report.pseudo_instances_section({"tables": {"pseudo_instances": rows}})
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[1].startswith("| boxes | 50.0 | 40.0 | – | 60.0 | 20.0 | 60.0 | 10.0 | 12")
+    assert lines[2].startswith("| a2gnn | 70.0") and "gone" not in text
+    assert report.pseudo_instances_section({"tables": {}}) == ""
