@@ -1,8 +1,9 @@
 """Stage ``baseline``: Table 4(a) "Baseline": CAM foreground inside the boxes, background from the boxes, same CRF.
 
-    python stages/baseline.py <data_root> <cam_dir> <out_dir>
+    python stages/baseline.py <data_root> <cam_dir> <out_dir> [--grabcut <m_b_dir>]
 
-Reads <cam_dir>/scores/<id>.npz; writes <out_dir>/<id>.png for the train split, all or nothing.
+Reads <cam_dir>/scores/<id>.npz; writes <out_dir>/<id>.png for the train split, all or nothing. <m_b_dir> (M_B)
+is read only when ``postprocess.min_box_fill`` > 0.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     for name in ("data_root", "cam_dir", "out_dir"):
         parser.add_argument(name)
+    parser.add_argument("--grabcut", default=None, metavar="m_b_dir", help="M_B, read when postprocess.min_box_fill > 0")
     args = parser.parse_args(argv)
     params, _, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
@@ -29,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     crf = CRFConfig.from_params(params.get("crf"))
     dataset = open_dataset(data, data.train_split, args.data_root)
     write_pseudo_labels(dataset, BaselineScorer(Path(args.cam_dir), cfg), post, crf, runtime.workers,
-                        runtime.chunk_images, args.out_dir, desc="pseudo labels (baseline)")
+                        runtime.chunk_images, args.out_dir, desc="pseudo labels (baseline)",
+                        fallback_dir=args.grabcut)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     crf = CRFConfig.from_params(params.get("crf"))
     dataset = open_dataset(data, data.train_split, args.data_root)
     write_pseudo_labels(dataset, GrabCutScorer(Path(args.m_b_dir), cfg), post, crf, runtime.workers,
-                        runtime.chunk_images, args.out_dir, desc="pseudo labels (GrabCut + CRF)")
+                        runtime.chunk_images, args.out_dir, desc="pseudo labels (GrabCut + CRF)",
+                        fallback_dir=args.m_b_dir)
 
 
 if __name__ == "__main__":

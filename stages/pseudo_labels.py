@@ -8,7 +8,8 @@ for the train split, all or nothing, and <checks_json>: what consistency checkin
 against the ground truth (a diagnostic; the method never reads the ground truth). <supervision_json> is the record of
 stages/weak_seeds.py (the supervision; the random-walk settings when ``weak.rw_fusion`` > 0); <cam_dir>/scores is
 read only with that fusion (§7.1 image-level: A²GNN and the random walk fused 1:3). <m_b_dir> (M_B, Eq. 3) is read
-only when ``gnn.grabcut_fusion`` > 0: GrabCut's pixel-level soft label mixed into the A²GNN's scores before the CRF.
+only when ``gnn.grabcut_fusion`` > 0 (GrabCut's pixel-level soft label mixed into the A²GNN's scores before the CRF)
+or ``postprocess.min_box_fill`` > 0 (under-filled boxes take M_B's object, :func:`a2gnn.pseudo_labels.fill_empty_boxes`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("data_root", "seed_dir", "affinity_model", "cam_dir", "supervision_json", "out_dir",
                  "checks_json"):
         parser.add_argument(name)
-    parser.add_argument("--grabcut", default=None, metavar="m_b_dir", help="M_B, read when gnn.grabcut_fusion > 0")
+    parser.add_argument("--grabcut", default=None, metavar="m_b_dir", help="M_B, read when gnn.grabcut_fusion > 0 or postprocess.min_box_fill > 0")
     args = parser.parse_args(argv)
     params, base, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         grabcut = GrabCutScorer(Path(args.grabcut), GrabCutCRFConfig.from_params(params.get("grabcut_crf")))
         scorer = FusedScorer(scorer, grabcut, gnn.grabcut_fusion)
     write_pseudo_labels(dataset, scorer, post, crf, runtime.workers, runtime.chunk_images, args.out_dir,
-                        desc="pseudo labels (a2gnn)")
+                        desc="pseudo labels (a2gnn)", fallback_dir=args.grabcut)
     write_json(args.checks_json, a2gnn.checks.summary())
 
 

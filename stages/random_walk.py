@@ -1,9 +1,10 @@
 """Stage ``random_walk``: Table 4(a) "RW": the CAMs walked over the affinity graph (PSA/SEAM), same CRF.
 
-    python stages/random_walk.py <data_root> <affinity_model> <cam_dir> <out_dir>
+    python stages/random_walk.py <data_root> <affinity_model> <cam_dir> <out_dir> [--grabcut <m_b_dir>]
 
 Uses the same affinity CNN and graphs as the A²GNN stage (no seeds) and <cam_dir>/scores/<id>.npz;
-writes <out_dir>/<id>.png for the train split, all or nothing.
+writes <out_dir>/<id>.png for the train split, all or nothing. <m_b_dir> (M_B) is read only when
+``postprocess.min_box_fill`` > 0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.splitlines()[0])
     for name in ("data_root", "affinity_model", "cam_dir", "out_dir"):
         parser.add_argument(name)
+    parser.add_argument("--grabcut", default=None, metavar="m_b_dir", help="M_B, read when postprocess.min_box_fill > 0")
     args = parser.parse_args(argv)
     params, _, runtime = setup_stage(args)
     data = DatasetConfig.from_params(params.get("dataset"))
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     model = load_affinity(args.affinity_model, runtime.device)
     scorer = RandomWalkScorer(dataset, model, Path(args.cam_dir), graph, walk, runtime.device)
     write_pseudo_labels(dataset, scorer, post, crf, runtime.workers, runtime.chunk_images, args.out_dir,
-                        desc="pseudo labels (random walk)")
+                        desc="pseudo labels (random walk)",
+                        fallback_dir=args.grabcut)
 
 
 if __name__ == "__main__":

@@ -140,3 +140,20 @@ def test_no_module_outside_the_stages_reads_params():
         if 'params.get("' in text or "load_params(" in text:
             offenders.append(path.relative_to(ROOT).as_posix())
     assert not offenders
+
+
+def test_dvc_metrics_show_fits_120_columns():
+    """`dvc metrics show` on the committed metrics (issue 18's bar): the widest printed row is at most 120 columns."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc")
+    if dvc is None:
+        pytest.skip("dvc is not installed")
+    env = {**os.environ, "COLUMNS": "400"}  # as wide as it wants: the table itself must be narrow
+    out = subprocess.run([dvc, "metrics", "show"], cwd=ROOT, capture_output=True, text=True, env=env, check=True)
+    lines = out.stdout.splitlines()
+    assert len(lines) >= 6 and lines[0].startswith("Path")
+    assert max(len(line.rstrip()) for line in lines) <= 120, out.stdout

@@ -290,3 +290,71 @@ def test_a_stage_on_shrunk_photos_writes_full_size_labels_and_two_scale_recovers
             cm.update(full.semantic_gt(image_id), label)
         miou[mode] = cm.miou()
     assert miou["two_scale"] > miou["working"] + 0.01, miou
+
+
+def test_fill_empty_boxes_by_hand():
+    """Three boxes on a 6 x 10 map, threshold 0.5: a filled box is left alone, an under-filled one takes M_B's
+    object (only where M_B has its class), and a small box nested in a large under-filled one has the last word."""
+    from a2gnn.pseudo_labels import fill_empty_boxes
+
+    label = np.zeros((6, 10), np.uint8)
+    label[0:2, 0:3] = 1  # box A (class 1, 2 x 3): 6 of 6 pixels -> filled
+    label[3, 5] = 2  # box B (class 2, rows 2..5, cols 4..9 = 24 px): 1 pixel -> under-filled
+    fallback = np.full((6, 10), 255, np.uint8)  # M_B: 255 unknown
+    fallback[0:2, 0:3] = 0  # M_B disagrees in A: ignored, A is filled
+    fallback[2:6, 4:10] = 2
+    fallback[3:5, 6:8] = 3  # box C (class 3, rows 3..4, cols 6..7) inside B, 0 of its 4 pixels labelled
+    fallback[5, 4] = 255  # unknown stays as it was
+    boxes = (Box(0, 0, 3, 2, label=1), Box(4, 2, 10, 6, label=2), Box(6, 3, 8, 5, label=3))
+    want = label.copy()
+    want[2:6, 4:10] = 2  # B from M_B ...
+    want[5, 4] = 0  # ... except where M_B does not know
+    want[3:5, 6:8] = 3  # C on top of B
+    got = fill_empty_boxes(label, boxes, fallback, 0.5)
+    assert np.array_equal(got, want)
+    assert np.array_equal(label[3], [0, 0, 0, 0, 0, 2, 0, 0, 0, 0])  # input untouched
+    assert np.array_equal(fill_empty_boxes(label, boxes, fallback, 0.0), label)
+    # fill is measured on the input: with threshold 1/24 B has exactly enough and stays as it was (C still fills)
+    exact = fill_empty_boxes(label, boxes, fallback, 1 / 24)
+    assert exact[2, 4] == 0 and (exact[3:5, 6:8] == 3).all()
+
+
+def test_write_pseudo_labels_falls_back_to_m_b_at_the_photos_size(tmp_path):
+    """min_box_fill with a shrunk photo: M_B (working size) enlarged by nearest neighbour fills the photo's own box;
+    without M_B the config is refused before anything is written."""
+    from a2gnn.config import ConfigError
+    from a2gnn.datasets.resize import ResizedDataset
+    from a2gnn.io import read_label, write_label
+    from a2gnn.pseudo_labels import write_pseudo_labels
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    ds = ResizedDataset(_PhotoReader(photos), max_side=8)
+    m_b = tmp_path / "M_B"
+    m_b.mkdir()
+    for image_id in ds.ids:
+        h, w = ds.annotation(image_id).height, ds.annotation(image_id).width
+        write_label(m_b / f"{image_id}.png", np.ones((h, w), np.uint8))  # M_B: "thing" everywhere
+
+    def background(ids, annotations):
+        return [np.stack([np.ones((a.height, a.width)), np.zeros((a.height, a.width))]) for a in annotations]
+
+    post = PostprocessConfig(use_crf=False, box_constraint=True, resolution="original", min_box_fill=0.15)
+    with pytest.raises(ConfigError, match="min_box_fill"):
+        write_pseudo_labels(ds, background, post, CRFConfig(), 0, 2, tmp_path / "none", desc="x")
+    assert not (tmp_path / "none").exists()
+    write_pseudo_labels(ds, background, post, CRFConfig(), 0, 2, tmp_path / "out", desc="x", fallback_dir=m_b)
+    big = read_label(tmp_path / "out" / "big.png")
+    want = np.zeros((12, 16), np.uint8)
+    want[1:7, 3:11] = 1  # the photo's box (x 3..11, y 1..7), not the working box enlarged
+    assert np.array_equal(big, want)
+    off = PostprocessConfig(use_crf=False, box_constraint=True, resolution="original")
+    write_pseudo_labels(ds, background, off, CRFConfig(), 0, 2, tmp_path / "off", desc="x", fallback_dir=m_b)
+    assert not read_label(tmp_path / "off" / "big.png").any()
+
+
+def test_min_box_fill_is_checked():
+    from a2gnn.config import ConfigError
+
+    with pytest.raises(ConfigError, match="min_box_fill"):
+        PostprocessConfig.from_params({"min_box_fill": 1.5})
