@@ -71,3 +71,22 @@ def test_shipped_profiles_apply_to_params_yaml_and_validate(tmp_path):
         assert merged["dataset"]["root"] == "/my/data"
         CAMConfig.from_params(merged["cam"])
         AffinityConfig.from_params(merged["affinity"])
+
+
+def test_voc_paper_profile_holds_the_paper_readings():
+    """profiles/voc_paper.yaml = the paper's scale + every reading of profiles/paper.yaml, value for value."""
+    root = Path(__file__).resolve().parents[1] / "profiles"
+    readings = yaml.safe_load((root / "paper.yaml").read_text())
+    voc = yaml.safe_load((root / "voc_paper.yaml").read_text())
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    voc_leaves = dict(leaves(voc))
+    differ = {k: (v, voc_leaves.get(k, "missing")) for k, v in leaves(readings) if voc_leaves.get(k, "missing") != v}
+    assert not differ, differ
+    assert readings["postprocess"]["box_constraint"] is False and readings["gnn"]["consistency_scale"] == "absolute"

@@ -1,9 +1,10 @@
 r"""Training of the affinity CNN on the confident seeds M_g (paper §4.3.1, Eq. 6-13; §5).
 
 One step: random crop (+ flip) of a batch of images and their seeds -> F_A -> pairs within radius r on the
-feature grid (half disc, each unordered pair once) -> L_Aff = L_Ac + λ L_Ar (Eq. 9). The optimiser follows the
-authors' code (SGD, momentum 0.9, poly learning rate with power 0.9, weight decay 5e-4, new layers at a
-multiple of the base rate); Adam is an option for from-scratch CPU runs. Colour jitter and random rescaling of
+feature grid (half disc, each unordered pair once) -> L_Aff = L_Ac + λ L_Ar (Eq. 9). The optimiser is a param
+(``affinity.optimizer``): the embedded default is Adam 1e-3 with a poly decay (the small net trains from scratch);
+the authors' code uses SGD, momentum 0.9, poly learning rate with power 0.9, weight decay 5e-4, new layers at 10x
+the base rate, which ``profiles/voc_paper.yaml`` selects (docs/deviations.md row 27). Colour jitter and random rescaling of
 the authors' pipeline are not used.
 
 Checkpoints are ``{"state_dict", "config", "epoch"}`` dicts; :func:`load_affinity` rebuilds the backbone from the

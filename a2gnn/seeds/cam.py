@@ -30,7 +30,7 @@ PSA/SEAM values). The README reports both.
 
 Defaults are the embedded CPU profile of params.yaml (the dataclass defaults equal params.yaml, a test
 checks it): the "small" backbone at stride 8, Adam 1e-3 for 30 epochs on 128 px crops with batch 8,
-flipped inference, bg_alpha 1; M_I reaches 42.6 % mIoU on the embedded train split. A stride-4 variant
+flipped inference, bg_alpha 1 (M_I's mIoU on the embedded train split: ``metrics/seeds_miou.json``). A stride-4 variant
 (``-S cam.backbone.stride=4 -S cam.epochs=20 -S cam.batch_size=4 -S cam.bg_alpha=2.0``) reaches about
 53 % but changes the RW ranking (see README). L_ER gave no significant gain (+-2 seed noise).
 
