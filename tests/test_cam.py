@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from a2gnn.backbones import Backbone, BackboneConfig
+from a2gnn.backbones import Backbone, BackboneConfig, normalize_image
 from a2gnn.config import ConfigError
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import DataError, read_label, write_label
@@ -477,3 +477,41 @@ def test_box_supervision_config_checks():
     with pytest.raises(ConfigError, match="equivariance_weight"):
         CAMConfig.from_params({"supervision": "boxes", "equivariance_weight": 1.0})
     assert CAMConfig.from_params({"supervision": "boxes"}).supervision == "boxes"
+
+
+# ------------------------------------------------------------------------------------ SEAM: PCM + L_ECR
+def test_seam_training_learns_the_pcm_and_infers_through_it(tiny_voc):
+    """cam.ecr_weight > 0: the PCM's theta conv exists, only L_ECR trains it (it moves), training is
+    deterministic, and compute_cams reads the PCM-refined maps (a constant theta makes every cell the mean)."""
+    from a2gnn.seeds.seam import cams_with_background, pcm_refine
+
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(TINY, epochs=2, equivariance_weight=1.0, ecr_weight=1.0, pcm_channels=8)
+    torch.manual_seed(0)
+    untrained = build_cam_model(cfg, len(CLASSES))
+    assert untrained.pcm is not None and untrained.pcm.out_channels == 8
+    a, b = train_cam_model(tiny_voc, cfg, seed=0), train_cam_model(tiny_voc, cfg, seed=0)
+    assert torch.equal(a.pcm.weight, b.pcm.weight) and torch.equal(a.classifier.weight, b.classifier.weight)
+    assert not torch.equal(a.pcm.weight, untrained.pcm.weight)
+    # inference: the PCM-refined foreground maps, by hand for one view
+    image = tiny_voc.image(tiny_voc.ids[0])
+    one = dataclasses.replace(cfg, scales=(1.0,), infer_flip=False)
+    cams = compute_cams(a, image, [1, 2], one)
+    with torch.no_grad():
+        x = normalize_image(image)[None]
+        maps, theta = a.maps_and_theta(x)
+        refined = pcm_refine(cams_with_background(maps), theta)[:, 1:]
+        up = F.interpolate(refined, size=(maps.shape[2] * a.stride, maps.shape[3] * a.stride), mode="bilinear",
+                           align_corners=False)[0, :, : image.shape[0], : image.shape[1]]
+        want = up / (up.flatten(1).amax(1).view(-1, 1, 1) + CAM_EPS)
+    np.testing.assert_allclose(cams, want.numpy(), atol=1e-5)
+    # the default (ecr_weight 0) has no PCM: its parameters and outputs are those of the plain CAM
+    assert build_cam_model(TINY, len(CLASSES)).pcm is None
+
+
+def test_seam_config_checks():
+    with pytest.raises(ConfigError, match="ecr_weight"):
+        CAMConfig.from_params({"ecr_weight": 1.0})  # L_ECR without SEAM's second branch
+    with pytest.raises(ConfigError, match="ecr_weight"):
+        CAMConfig.from_params({"ecr_weight": -1.0, "equivariance_weight": 1.0})
+    assert CAMConfig.from_params({"ecr_weight": 0.5, "equivariance_weight": 1.0}).ecr_weight == 0.5

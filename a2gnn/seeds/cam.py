@@ -62,6 +62,7 @@ from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import IGNORE_INDEX, DataError, load_torch, save_torch, write_label
 from a2gnn.seeds.box_cam import box_probabilities, boxes_array, box_supervision_loss, plan_boxes
 from a2gnn.seeds.scores import load_cam_scores, save_cam_scores, with_background  # noqa: F401  (re-exported)
+from a2gnn.seeds.seam import cams_with_background, ecr_loss, pcm_refine
 from a2gnn import distributed
 from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint, param_groups
 
@@ -100,6 +101,8 @@ class CAMConfig(Config):
     background_weight: float = 1.0  # supervision boxes: weight of the box-free cells' background term
     equivariance_weight: float = 0.0  # weight of SEAM's equivariant regularisation L_ER (0 = plain CAM)
     equivariance_scale: float = 0.5  # rescale factor of L_ER's second branch (SEAM: 0.3 on 448 px crops)
+    ecr_weight: float = 0.0  # SEAM's L_ECR weight (Eq. 9 of SEAM); > 0 adds the PCM, used at inference too (0 = off)
+    pcm_channels: int = 64  # channels of the PCM's embedding theta (a 1x1 conv of the detached taps + image)
     scales: tuple[float, ...] = (1.0,)  # inference scales whose CAMs are summed (SEAM: 0.5, 1, 1.5, 2)
     infer_flip: bool = True  # also add the CAMs of the flipped image at inference (SEAM: true)
     bg_alpha: float = 1.0  # alpha of the background score bg = (1 - max_k CAM_k) ** alpha (Eq. 1 seeds)
@@ -133,6 +136,10 @@ class CAMConfig(Config):
                    "0 under supervision: boxes (L_ER is defined for image labels)")
         self.check(self.equivariance_weight >= 0, "equivariance_weight", ">= 0")
         self.check(0 < self.equivariance_scale < 1, "equivariance_scale", "in (0, 1)")
+        self.check(self.ecr_weight >= 0, "ecr_weight", ">= 0")
+        self.check(self.ecr_weight == 0 or self.equivariance_weight > 0, "ecr_weight",
+                   "0 unless equivariance_weight > 0 (L_ECR compares SEAM's two branches)")
+        self.check(self.pcm_channels >= 1, "pcm_channels", ">= 1")
 
 
 class CAMNet(nn.Module):
@@ -142,17 +149,23 @@ class CAMNet(nn.Module):
     :meth:`class_maps`: x -> (B, K_fg, ceil(H / s), ceil(W / s)) (before ReLU).
     """
 
-    def __init__(self, backbone: Backbone, num_foreground: int, dropout: float = 0.0, background: bool = False):
+    def __init__(self, backbone: Backbone, num_foreground: int, dropout: float = 0.0, background: bool = False,
+                 pcm_channels: int = 0):
         super().__init__()
         self.backbone = backbone
         self.num_foreground = num_foreground
         self.background = background  # one more map, the background, last (supervision: boxes)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(backbone.tap_channels[2], num_foreground + int(background), 1, bias=False)
+        # SEAM's PCM embedding theta over the detached last two taps and the image (pcm_channels 0 = no PCM)
+        self.pcm = (nn.Conv2d(backbone.tap_channels[1] + backbone.tap_channels[2] + 3, pcm_channels, 1, bias=False)
+                    if pcm_channels > 0 else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.classifier.weight)
+        if self.pcm is not None:
+            nn.init.kaiming_normal_(self.pcm.weight)
 
     @property
     def stride(self) -> int:
@@ -160,6 +173,18 @@ class CAMNet(nn.Module):
 
     def class_maps(self, x: Tensor) -> Tensor:
         return self.classifier(self.dropout(self.backbone(x)[2]))
+
+    def maps_and_theta(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Class maps (B, K, h, w) and SEAM's PCM embedding theta (B, pcm_channels, h, w) of the same pass: a 1x1
+        conv of the detached taps 1 and 2 and the image, each resized to the final tap's grid (SEAM's PCM input)."""
+        if self.pcm is None:
+            raise ValueError("this CAMNet has no PCM (cam.ecr_weight 0)")
+        taps = self.backbone(x)
+        maps = self.classifier(self.dropout(taps[2]))
+        size = maps.shape[2:]
+        parts = [F.interpolate(t.detach(), size=size, mode="bilinear", align_corners=False) for t in taps[1:]]
+        parts.append(F.interpolate(x, size=size, mode="area"))
+        return maps, self.pcm(torch.cat(parts, dim=1))
 
     def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
         return masked_gap(self.class_maps(x), valid)
@@ -274,7 +299,8 @@ def build_cam_model(cfg: CAMConfig, num_classes: int) -> CAMNet:
     """CAMNet over ``num_classes - 1`` foreground classes (class 0 = background has no output)."""
     if num_classes < 2:
         raise ValueError("need background plus at least one foreground class")
-    return CAMNet(build_backbone(cfg.backbone), num_classes - 1, cfg.dropout, background=cfg.supervision == "boxes")
+    return CAMNet(build_backbone(cfg.backbone), num_classes - 1, cfg.dropout, background=cfg.supervision == "boxes",
+                  pcm_channels=cfg.pcm_channels if cfg.ecr_weight > 0 else 0)
 
 
 def train_cam_model(
@@ -344,16 +370,31 @@ def cam_batch_loss(model: CAMNet, samples: Sequence[tuple[Tensor, Tensor]], targ
     x = torch.stack([s[0] for s in samples]).to(device)
     valid = torch.stack([s[1] for s in samples]).to(device)
     target = target.to(device)
-    maps = model.class_maps(x)
+    seam = cfg.ecr_weight > 0
+    maps, theta = model.maps_and_theta(x) if seam else (model.class_maps(x), None)
     loss = F.binary_cross_entropy_with_logits(masked_gap(maps, valid), target)
     if cfg.equivariance_weight > 0:
         size = [max(1, round(n * cfg.equivariance_scale)) for n in x.shape[2:]]
         x_small = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         valid_small = F.interpolate(valid, size=size, mode="area")
-        maps_small = model.class_maps(x_small)
+        maps_small, theta_small = model.maps_and_theta(x_small) if seam else (model.class_maps(x_small), None)
         loss = loss + F.binary_cross_entropy_with_logits(masked_gap(maps_small, valid_small), target)
         loss = loss + cfg.equivariance_weight * equivariance_loss(maps, maps_small, target, valid_small)
+        if seam:
+            loss = loss + cfg.ecr_weight * seam_ecr_term(maps, theta, maps_small, theta_small, target, valid_small)
     return loss
+
+
+def seam_ecr_term(maps: Tensor, theta: Tensor, maps_small: Tensor, theta_small: Tensor, target: Tensor,
+                  valid_small: Tensor) -> Tensor:
+    """SEAM's L_ECR (:func:`a2gnn.seeds.seam.ecr_loss`) of the two branches: CAMs with background
+    (:func:`~a2gnn.seeds.seam.cams_with_background`) refined by the PCM, over the small branch's valid cells of the
+    background and the image's classes. Shapes: maps (B, K, h, w), theta (B, D, h, w), the small branch's
+    (B, K, h', w') / (B, D, h', w'), target (B, K), valid_small (B, 1, H', W')."""
+    cams, cams_small = cams_with_background(maps), cams_with_background(maps_small)
+    weight = F.interpolate(valid_small, size=maps_small.shape[2:], mode="area")
+    present = torch.cat([torch.ones_like(target[:, :1]), target], dim=1)[:, :, None, None]
+    return ecr_loss(cams, pcm_refine(cams, theta), cams_small, pcm_refine(cams_small, theta_small), weight * present)
 
 
 def box_cam_batch_loss(model: CAMNet, samples: Sequence[tuple[Tensor, Tensor, np.ndarray]], cfg: CAMConfig,
@@ -405,8 +446,12 @@ def compute_cams(
         x = normalize_image(scaled)[None].to(device)
         if cfg.infer_flip:
             x = torch.cat([x, x.flip(-1)])
-        maps = model.class_maps(x)
-        maps = maps if model.background else torch.relu(maps)  # boxes: logits, averaged then soft-maxed
+        if model.pcm is not None:  # SEAM: the PCM-refined foreground CAMs (background channel dropped)
+            maps, theta = model.maps_and_theta(x)
+            maps = pcm_refine(cams_with_background(maps), theta)[:, 1:]
+        else:
+            maps = model.class_maps(x)
+            maps = maps if model.background else torch.relu(maps)  # boxes: logits, averaged then soft-maxed
         gh, gw = maps.shape[2:]
         maps = F.interpolate(maps, size=(gh * model.stride, gw * model.stride), mode="bilinear", align_corners=False)
         maps = maps[:, :, :sh, :sw]

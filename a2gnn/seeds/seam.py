@@ -13,7 +13,8 @@ CVPR 2020) trains a siamese CAM network on an image and its rescaled copy A(I). 
 * **L_ECR** (SEAM Eq. 9): :math:`\| A(y^{o}_{rv}) - \hat y^{t} \|_1 + \| A(\hat y^{o}) - y^{t}_{rv} \|_1`, the
   refined map of each branch against the raw map of the other; :func:`ecr_loss`.
 
-Not yet wired into the ``cam`` stage (docs/deviations.md row 20): these are the tested building blocks.
+Used by :mod:`a2gnn.seeds.cam` when ``cam.ecr_weight`` > 0 (with ``cam.equivariance_weight`` > 0, L_ER): training adds
+L_ECR, and M_I is then read from the PCM-refined CAMs (SEAM's inference).
 """
 
 from __future__ import annotations
