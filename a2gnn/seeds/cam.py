@@ -4,11 +4,12 @@ The paper takes :math:`M_I` from SEAM (Wang et al., "Self-supervised Equivariant
 for Weakly Supervised Semantic Segmentation", CVPR 2020, arXiv:2004.04581) on a pretrained
 ResNet-38. Here a plain CAM classifier (Zhou et al., "Learning Deep Features for Discriminative
 Localization", CVPR 2016) is trained from scratch on the train split's image-level labels (the
-classes of its boxes, :attr:`a2gnn.datasets.voc.Annotation.image_labels`). Of SEAM's training
-losses only the equivariant regularisation L_ER for a rescale is available (``equivariance_weight``,
-:func:`equivariance_loss`; off by default); its pixel correlation module and L_ECR are **not**
-reproduced. SEAM's inference (multi-scale + flips, per-class max normalisation) is available
-through ``scales`` / ``infer_flip``.
+classes of its boxes, :attr:`a2gnn.datasets.voc.Annotation.image_labels`). SEAM's parts are params, off by
+default: the siamese rescale branch with the equivariant regularisation L_ER (``equivariance_weight``,
+:func:`equivariance_loss`), and on top of it the pixel correlation module with the equivariant cross
+regularisation L_ECR (``ecr_weight``, :mod:`a2gnn.seeds.seam`; M_I is then read from the PCM-refined CAMs).
+SEAM's inference (multi-scale + flips, per-class max normalisation) is available through ``scales`` /
+``infer_flip``.
 
 Model: backbone -> final tap (B, C, h, w) -> channel dropout -> 1x1 conv without bias over the
 K_fg = N - 1 foreground classes = class maps (B, K_fg, h, w) -> global average pooling over the
