@@ -262,7 +262,7 @@ def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg
     from a2gnn.cli import progress
     from a2gnn.config import ConfigError
     from a2gnn.datasets.resize import to_original
-    from a2gnn.io import atomic_dir, read_label, write_label
+    from a2gnn.io import DataError, atomic_dir, read_label, write_label
 
     if cfg.min_box_fill > 0 and fallback_dir is None:
         raise ConfigError("postprocess.min_box_fill > 0 needs M_B (the stage's --grabcut <m_b_dir>)")
@@ -270,10 +270,17 @@ def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg
                                     progress=lambda chunks: progress(chunks, desc=desc))
     with atomic_dir(out_dir) as tmp:
         for image_id, label in labels:
-            label = to_original(dataset, image_id, label)
+            fallback = None
             if cfg.min_box_fill > 0:
-                fallback = to_original(dataset, image_id, read_label(Path(fallback_dir) / f"{image_id}.png"))
-                label = fill_empty_boxes(label, photo_boxes(dataset, image_id), fallback,
+                path = Path(fallback_dir) / f"{image_id}.png"
+                fallback = read_label(path)
+                working = dataset.annotation(image_id)
+                if fallback.shape != (working.height, working.width):
+                    raise DataError(path, f"M_B is {fallback.shape[1]}x{fallback.shape[0]}, the image is "
+                                          f"{working.width}x{working.height} (M_B of another dataset.max_side?)")
+            label = to_original(dataset, image_id, label)
+            if fallback is not None:
+                label = fill_empty_boxes(label, photo_boxes(dataset, image_id), to_original(dataset, image_id, fallback),
                                          cfg.min_box_fill)
             write_label(tmp / f"{image_id}.png", label)
 

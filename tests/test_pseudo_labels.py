@@ -358,3 +358,21 @@ def test_min_box_fill_is_checked():
 
     with pytest.raises(ConfigError, match="min_box_fill"):
         PostprocessConfig.from_params({"min_box_fill": 1.5})
+
+
+def test_write_pseudo_labels_names_an_m_b_of_the_wrong_size(tmp_path):
+    from a2gnn.io import DataError, write_label
+    from a2gnn.pseudo_labels import write_pseudo_labels
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    reader = _PhotoReader(photos)
+    m_b = tmp_path / "M_B"
+    m_b.mkdir()
+    for image_id in reader.ids:
+        write_label(m_b / f"{image_id}.png", np.ones((3, 3), np.uint8))  # not the labels' size
+    post = PostprocessConfig(use_crf=False, box_constraint=True, resolution="working", min_box_fill=0.5)
+    with pytest.raises(DataError, match=r"big\.png.*M_B is 3x3, the image is 16x12"):
+        write_pseudo_labels(reader, _thing_everywhere, post, CRFConfig(), 0, 2, tmp_path / "out", desc="x",
+                            fallback_dir=m_b)
+    assert not (tmp_path / "out").exists()  # nothing half-written
