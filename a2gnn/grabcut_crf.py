@@ -17,11 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
-from a2gnn.boxes import BACKGROUND
 from a2gnn.config import Config
 from a2gnn.datasets.voc import Annotation
-from a2gnn.io import IGNORE_INDEX, DataError, read_label
-from a2gnn.pseudo_labels import image_channels
+from a2gnn.io import DataError, read_label
+from a2gnn.pseudo_labels import image_channels, soft_label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,25 +32,6 @@ class GrabCutCRFConfig(Config):
 
     def validate(self) -> None:
         self.check(0 < self.confidence < 1, "confidence", "in (0, 1)")
-
-
-def soft_label(label: np.ndarray, channels: np.ndarray, confidence: float) -> np.ndarray:
-    """A hard label as class probabilities: ``confidence`` on its class, the rest shared by the other channels.
-
-    Shapes: label (H, W) class ids (255 = unknown -> background), channels (C,) class ids -> (C, H, W) float32.
-    A class of the label that is not among ``channels`` raises ValueError."""
-    label = np.where(label == IGNORE_INDEX, BACKGROUND, label)
-    index = np.full(256, -1, dtype=np.int64)
-    index[channels] = np.arange(len(channels))
-    which = index[label]
-    if (which < 0).any():
-        raise ValueError(f"label classes {sorted(set(np.unique(label)) - set(channels.tolist()))} are not channels")
-    c = len(channels)
-    if c == 1:
-        return np.ones((1,) + label.shape, dtype=np.float32)
-    probs = np.full((c,) + label.shape, (1.0 - confidence) / (c - 1), dtype=np.float32)
-    np.put_along_axis(probs, which[None], np.float32(confidence), axis=0)
-    return probs
 
 
 @dataclasses.dataclass

@@ -16,7 +16,9 @@ param: a class may only appear inside a box of that class, background everywhere
 Last, when ``postprocess.min_box_fill`` > 0 (our addition, not the paper's), every box whose class covers less than
 that share of it takes its object from GrabCut's M_B (Eq. 3; :func:`fill_empty_boxes`): the SDI rule that Eq. 2
 applies to GrabCut's masks, applied to the final labels. Objects narrower than a few stride-8 graph nodes, or
-erased by the CRF, are otherwise lost whole (coco_tiny: 121 of 470 boxes under 15 %).
+erased by the CRF, are otherwise lost whole (coco_tiny: 121 of 470 boxes under 15 %). With
+``postprocess.fill_source: grabcut_crf`` such a box takes instead the object of the "GrabCut + CRF" label
+(:func:`grabcut_crf_fallback`: M_B's soft label through this same post-processing).
 
 Photos larger than ``dataset.max_side`` are worked on shrunk; §5 says the output probability is interpolated
 bilinearly "to the original resolution" before the CRF. ``postprocess.resolution`` chooses where the steps run:
@@ -40,9 +42,11 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from a2gnn.boxes import BACKGROUND
 from a2gnn.config import Config
 from a2gnn.crf import CRFConfig, crf_job, dense_crf
 from a2gnn.datasets.voc import Annotation
+from a2gnn.io import IGNORE_INDEX
 from a2gnn.parallel import parallel_map
 
 
@@ -55,13 +59,16 @@ class PostprocessConfig(Config):
     box_constraint: bool = True  # class c only inside boxes of class c, background anywhere (our choice)
     resolution: str = "two_scale"  # working | original | two_scale: where box constraint and CRF run (§5)
     min_box_fill: float = 0.0  # box whose class covers less than this share of it takes M_B's object there (0 = off)
+    fill_source: str = "grabcut"  # what such a box takes: grabcut (M_B as is) | grabcut_crf (GrabCut + CRF's object)
 
     def validate(self) -> None:
         self.check(self.resolution in RESOLUTIONS, "resolution", f"one of {RESOLUTIONS}")
         self.check(0.0 <= self.min_box_fill <= 1.0, "min_box_fill", "in [0, 1]")
+        self.check(self.fill_source in FILL_SOURCES, "fill_source", f"one of {FILL_SOURCES}")
 
 
 RESOLUTIONS = ("working", "original", "two_scale")
+FILL_SOURCES = ("grabcut", "grabcut_crf")
 
 
 def image_channels(annotation: Annotation) -> np.ndarray:
@@ -85,6 +92,25 @@ def box_constraint(scores: np.ndarray, channels: np.ndarray, annotation: Annotat
     # A pixel whose allowed scores are all zero falls back to background.
     out[0] = np.where(total[0] > 0, out[0], 1.0)
     return (out / np.maximum(out.sum(axis=0, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def soft_label(label: np.ndarray, channels: np.ndarray, confidence: float) -> np.ndarray:
+    """A hard label as class probabilities: ``confidence`` on its class, the rest shared by the other channels.
+
+    Shapes: label (H, W) class ids (255 = unknown -> background), channels (C,) class ids -> (C, H, W) float32.
+    A class of the label that is not among ``channels`` raises ValueError."""
+    label = np.where(label == IGNORE_INDEX, BACKGROUND, label)
+    index = np.full(256, -1, dtype=np.int64)
+    index[channels] = np.arange(len(channels))
+    which = index[label]
+    if (which < 0).any():
+        raise ValueError(f"label classes {sorted(set(np.unique(label)) - set(channels.tolist()))} are not channels")
+    c = len(channels)
+    if c == 1:
+        return np.ones((1,) + label.shape, dtype=np.float32)
+    probs = np.full((c,) + label.shape, (1.0 - confidence) / (c - 1), dtype=np.float32)
+    np.put_along_axis(probs, which[None], np.float32(confidence), axis=0)
+    return probs
 
 
 def normalise(scores: np.ndarray) -> np.ndarray:
@@ -135,14 +161,19 @@ def fill_empty_boxes(label: np.ndarray, boxes: Sequence, fallback: np.ndarray, m
     returns ``label`` unchanged.
     """
     out = np.array(label, dtype=np.uint8, copy=True)
-    if min_fill <= 0:
-        return out
-    under = [b for b in boxes if b.area > 0
-             and np.count_nonzero(label[b.y1 : b.y2, b.x1 : b.x2] == b.label) < min_fill * b.area]
-    for box in sorted(under, key=lambda b: -b.area):  # stable: equal areas keep box order
+    for box in sorted(under_filled_boxes(label, boxes, min_fill), key=lambda b: -b.area):  # stable: equal areas keep box order
         window = out[box.y1 : box.y2, box.x1 : box.x2]
         window[fallback[box.y1 : box.y2, box.x1 : box.x2] == box.label] = box.label
     return out
+
+
+def under_filled_boxes(label: np.ndarray, boxes: Sequence, min_fill: float) -> list:
+    """The boxes whose class covers fewer than ``min_fill`` x their area of ``label`` (H, W) (none when 0), in
+    their given order (:func:`fill_empty_boxes`)."""
+    if min_fill <= 0:
+        return []
+    return [b for b in boxes if b.area > 0
+            and np.count_nonzero(label[b.y1 : b.y2, b.x1 : b.x2] == b.label) < min_fill * b.area]
 
 
 def upsample_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -252,13 +283,44 @@ def photo_boxes(dataset, image_id: str) -> tuple:
     return reader.annotation(image_id).boxes
 
 
+def finish_one(dataset, image_id: str, scores: np.ndarray, cfg: PostprocessConfig, crf: CRFConfig) -> np.ndarray:
+    """One image's (1 + K, h, w) scores at the working size -> its (H, W) uint8 label at the original size, exactly
+    as :func:`generate_pseudo_labels` finishes it (box constraint, CRF per ``cfg.resolution``, arg-max)."""
+    from a2gnn.datasets.resize import ResizedDataset, to_original
+
+    annotation = dataset.annotation(image_id)
+    if cfg.resolution != "working" and isinstance(dataset, ResizedDataset):
+        return finish_at_original((dataset.image_path(image_id), scores, annotation,
+                                   dataset.original.annotation(image_id), cfg, crf))
+    label = finish_labels([dataset.image(image_id)], [scores], [annotation], cfg, crf, workers=0)[0]
+    return to_original(dataset, image_id, label)
+
+
+def grabcut_crf_fallback(dataset, image_id: str, m_b: np.ndarray, cfg: PostprocessConfig, crf: CRFConfig,
+                         confidence: float) -> np.ndarray:
+    """What an under-filled box takes with ``fill_source: grabcut_crf``: the "GrabCut + CRF" label of the image
+    (M_B (h, w) at the working size as a soft label of ``confidence``, :func:`soft_label`, through this same
+    post-processing), its own under-filled boxes filled from M_B: the label the ``grabcut_crf`` stage writes for
+    the image. Returns (H, W) uint8 at the original size."""
+    from a2gnn.datasets.resize import to_original
+
+    scores = soft_label(m_b, image_channels(dataset.annotation(image_id)), confidence)
+    label = finish_one(dataset, image_id, scores, cfg, crf)
+    return fill_empty_boxes(label, photo_boxes(dataset, image_id), to_original(dataset, image_id, m_b),
+                            cfg.min_box_fill)
+
+
 def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg: CRFConfig, workers: int,
-                        chunk_images: int, out_dir, desc: str, fallback_dir=None) -> None:
+                        chunk_images: int, out_dir, desc: str, fallback_dir=None,
+                        fill_confidence: float | None = None) -> None:
     """Run :func:`generate_pseudo_labels` and write ``<out_dir>/<id>.png``, all or nothing (atomic directory),
     at the original image resolution (labels made at the working size are enlarged by nearest neighbour).
 
     ``fallback_dir``: M_B (``<id>.png`` at the working size), needed when ``cfg.min_box_fill`` > 0
-    (:func:`fill_empty_boxes`, applied at the original resolution with the photo's own boxes)."""
+    (:func:`fill_empty_boxes`, applied at the original resolution with the photo's own boxes). With
+    ``cfg.fill_source`` ``grabcut_crf``, an image with an under-filled box takes :func:`grabcut_crf_fallback` there
+    instead of M_B (computed only for such images); ``fill_confidence`` (``grabcut_crf.confidence``) is then needed.
+    """
     from a2gnn.cli import progress
     from a2gnn.config import ConfigError
     from a2gnn.datasets.resize import to_original
@@ -266,6 +328,8 @@ def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg
 
     if cfg.min_box_fill > 0 and fallback_dir is None:
         raise ConfigError("postprocess.min_box_fill > 0 needs M_B (the stage's --grabcut <m_b_dir>)")
+    if cfg.min_box_fill > 0 and cfg.fill_source == "grabcut_crf" and fill_confidence is None:
+        raise ConfigError("postprocess.fill_source grabcut_crf needs grabcut_crf.confidence")
     labels = generate_pseudo_labels(dataset, scorer, cfg, crf_cfg, workers, chunk_images,
                                     progress=lambda chunks: progress(chunks, desc=desc))
     with atomic_dir(out_dir) as tmp:
@@ -280,8 +344,12 @@ def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg
                                           f"{working.width}x{working.height} (M_B of another dataset.max_side?)")
             label = to_original(dataset, image_id, label)
             if fallback is not None:
-                label = fill_empty_boxes(label, photo_boxes(dataset, image_id), to_original(dataset, image_id, fallback),
-                                         cfg.min_box_fill)
+                boxes = photo_boxes(dataset, image_id)
+                if cfg.fill_source == "grabcut_crf" and under_filled_boxes(label, boxes, cfg.min_box_fill):
+                    source = grabcut_crf_fallback(dataset, image_id, fallback, cfg, crf_cfg, fill_confidence)
+                else:
+                    source = to_original(dataset, image_id, fallback)
+                label = fill_empty_boxes(label, boxes, source, cfg.min_box_fill)
             write_label(tmp / f"{image_id}.png", label)
 
 

@@ -15,6 +15,7 @@ from a2gnn.config import DatasetConfig
 from a2gnn.crf import CRFConfig
 from a2gnn.datasets import open_dataset
 from a2gnn.baseline import BaselineConfig, BaselineScorer
+from a2gnn.grabcut_crf import GrabCutCRFConfig
 from a2gnn.pseudo_labels import PostprocessConfig, write_pseudo_labels
 
 
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     dataset = open_dataset(data, data.train_split, args.data_root)
     write_pseudo_labels(dataset, BaselineScorer(Path(args.cam_dir), cfg), post, crf, runtime.workers,
                         runtime.chunk_images, args.out_dir, desc="pseudo labels (baseline)",
-                        fallback_dir=args.grabcut)
+                        fallback_dir=args.grabcut,
+                        fill_confidence=GrabCutCRFConfig.from_params(params.get("grabcut_crf")).confidence)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Writes <out_dir>/<id>.png for the train split, all or nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = GrabCutCRFConfig.from_params(params.get("grabcut_crf"))
     post = PostprocessConfig.from_params(params.get("postprocess"))
     crf = CRFConfig.from_params(params.get("crf"))
+    post = dataclasses.replace(post, fill_source="grabcut")  # its own under-filled boxes: M_B (it is "GrabCut + CRF")
     dataset = open_dataset(data, data.train_split, args.data_root)
     write_pseudo_labels(dataset, GrabCutScorer(Path(args.m_b_dir), cfg), post, crf, runtime.workers,
                         runtime.chunk_images, args.out_dir, desc="pseudo labels (GrabCut + CRF)",

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         grabcut = GrabCutScorer(Path(args.grabcut), GrabCutCRFConfig.from_params(params.get("grabcut_crf")))
         scorer = FusedScorer(scorer, grabcut, gnn.grabcut_fusion)
     write_pseudo_labels(dataset, scorer, post, crf, runtime.workers, runtime.chunk_images, args.out_dir,
-                        desc="pseudo labels (a2gnn)", fallback_dir=args.grabcut)
+                        desc="pseudo labels (a2gnn)", fallback_dir=args.grabcut,
+                        fill_confidence=GrabCutCRFConfig.from_params(params.get("grabcut_crf")).confidence)
     write_json(args.checks_json, a2gnn.checks.summary())
 
 

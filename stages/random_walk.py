@@ -17,6 +17,7 @@ from a2gnn.config import DatasetConfig
 from a2gnn.crf import CRFConfig
 from a2gnn.datasets import open_dataset
 from a2gnn.graph import GraphConfig
+from a2gnn.grabcut_crf import GrabCutCRFConfig
 from a2gnn.pseudo_labels import PostprocessConfig, write_pseudo_labels
 from a2gnn.random_walk import RandomWalkConfig, RandomWalkScorer
 
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     scorer = RandomWalkScorer(dataset, model, Path(args.cam_dir), graph, walk, runtime.device)
     write_pseudo_labels(dataset, scorer, post, crf, runtime.workers, runtime.chunk_images, args.out_dir,
                         desc="pseudo labels (random walk)",
-                        fallback_dir=args.grabcut)
+                        fallback_dir=args.grabcut,
+                        fill_confidence=GrabCutCRFConfig.from_params(params.get("grabcut_crf")).confidence)
 
 
 if __name__ == "__main__":

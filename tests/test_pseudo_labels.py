@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from a2gnn.baseline import BaselineConfig, BaselineScorer, baseline_scores
+from a2gnn.config import ConfigError
 from a2gnn.crf import CRFConfig
 from a2gnn.datasets.voc import Annotation, Box
 from a2gnn.gnn.pseudo_labels import SeedCheckCounts
@@ -319,13 +320,11 @@ def test_fill_empty_boxes_by_hand():
     assert exact[2, 4] == 0 and (exact[3:5, 6:8] == 3).all()
 
 
-def test_write_pseudo_labels_falls_back_to_m_b_at_the_photos_size(tmp_path):
-    """min_box_fill with a shrunk photo: M_B (working size) enlarged by nearest neighbour fills the photo's own box;
-    without M_B the config is refused before anything is written."""
-    from a2gnn.config import ConfigError
+def _shrunk_photos_with_m_b(tmp_path, m_b_of_size):
+    """The two photos of :class:`_PhotoReader` shrunk by max_side 8, and an M_B folder of ``m_b_of_size(h, w)``
+    label maps at the working size: (dataset, M_B folder)."""
     from a2gnn.datasets.resize import ResizedDataset
-    from a2gnn.io import read_label, write_label
-    from a2gnn.pseudo_labels import write_pseudo_labels
+    from a2gnn.io import write_label
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -333,8 +332,17 @@ def test_write_pseudo_labels_falls_back_to_m_b_at_the_photos_size(tmp_path):
     m_b = tmp_path / "M_B"
     m_b.mkdir()
     for image_id in ds.ids:
-        h, w = ds.annotation(image_id).height, ds.annotation(image_id).width
-        write_label(m_b / f"{image_id}.png", np.ones((h, w), np.uint8))  # M_B: "thing" everywhere
+        write_label(m_b / f"{image_id}.png", m_b_of_size(ds.annotation(image_id).height, ds.annotation(image_id).width))
+    return ds, m_b
+
+
+def test_write_pseudo_labels_falls_back_to_m_b_at_the_photos_size(tmp_path):
+    """min_box_fill with a shrunk photo: M_B (working size) enlarged by nearest neighbour fills the photo's own box;
+    without M_B the config is refused before anything is written."""
+    from a2gnn.io import read_label
+    from a2gnn.pseudo_labels import write_pseudo_labels
+
+    ds, m_b = _shrunk_photos_with_m_b(tmp_path, lambda h, w: np.ones((h, w), np.uint8))  # M_B: "thing" everywhere
 
     def background(ids, annotations):
         return [np.stack([np.ones((a.height, a.width)), np.zeros((a.height, a.width))]) for a in annotations]
@@ -376,3 +384,47 @@ def test_write_pseudo_labels_names_an_m_b_of_the_wrong_size(tmp_path):
         write_pseudo_labels(reader, _thing_everywhere, post, CRFConfig(), 0, 2, tmp_path / "out", desc="x",
                             fallback_dir=m_b)
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_fill_source_grabcut_crf_takes_the_grabcut_crf_stages_label(tmp_path):
+    """fill_source grabcut_crf: an under-filled box takes, inside it, the object of the label the grabcut_crf stage
+    writes (computed here by that stage's path, GrabCutScorer through write_pseudo_labels), not M_B's."""
+    import dataclasses
+
+    from a2gnn.datasets.resize import to_original
+    from a2gnn.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
+    from a2gnn.io import read_label
+    from a2gnn.pseudo_labels import write_pseudo_labels
+
+    holes = lambda h, w: (np.indices((h, w)).sum(axis=0) % 3 != 0).astype(np.uint8)  # thing, a hole every 3rd pixel
+    ds, m_b = _shrunk_photos_with_m_b(tmp_path, holes)
+    crf = CRFConfig(gaussian_sxy=0.5, gaussian_compat=2.0, bilateral_compat=0.0)  # smoothness only: changes M_B
+    post = PostprocessConfig(use_crf=True, box_constraint=True, resolution="two_scale", min_box_fill=0.1)
+    gc_cfg = GrabCutCRFConfig(confidence=0.6)
+    write_pseudo_labels(ds, GrabCutScorer(m_b, gc_cfg), post, crf, 0, 2, tmp_path / "gc", desc="x", fallback_dir=m_b)
+
+    def background(ids, annotations):  # every box empty: all under-filled
+        return [np.stack([np.ones((a.height, a.width)), np.zeros((a.height, a.width))]) for a in annotations]
+
+    crf_source = dataclasses.replace(post, fill_source="grabcut_crf")
+    with pytest.raises(ConfigError, match="grabcut_crf.confidence"):
+        write_pseudo_labels(ds, background, crf_source, crf, 0, 2, tmp_path / "no", desc="x", fallback_dir=m_b)
+    write_pseudo_labels(ds, background, crf_source, crf, 0, 2, tmp_path / "out", desc="x", fallback_dir=m_b,
+                        fill_confidence=gc_cfg.confidence)
+    write_pseudo_labels(ds, background, post, crf, 0, 2, tmp_path / "m_b", desc="x", fallback_dir=m_b)
+    for image_id in ds.ids:
+        gc = read_label(tmp_path / "gc" / f"{image_id}.png")
+        want = np.zeros_like(gc)
+        for box in ds.original.annotation(image_id).boxes:
+            window = (slice(box.y1, box.y2), slice(box.x1, box.x2))
+            want[window][gc[window] == box.label] = box.label
+        assert np.array_equal(read_label(tmp_path / "out" / f"{image_id}.png"), want), image_id
+    from_m_b = read_label(tmp_path / "m_b" / "big.png")
+    holes_photo = to_original(ds, "big", read_label(m_b / "big.png"))
+    assert np.array_equal(from_m_b[1:7, 3:11], holes_photo[1:7, 3:11])  # grabcut: M_B's object as is
+    assert not np.array_equal(read_label(tmp_path / "out" / "big.png"), from_m_b)  # the CRF changed it
+
+
+def test_fill_source_is_checked():
+    with pytest.raises(ConfigError, match="fill_source"):
+        PostprocessConfig.from_params({"fill_source": "boxes"})

@@ -78,3 +78,60 @@ def test_readme_commands_state_the_environment_they_need():
 ])
 def test_the_check_itself(text, bad):
     assert len(violations(text)) == bad
+
+
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
+def test_docs_commands_state_the_environment_they_need(page):
+    assert violations(page.read_text()) == []
+
+
+def test_readme_is_a_front_door_whose_links_exist():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    local = [link for link in links if not link.startswith("http")]
+    assert "docs/deviations.md" in local and "docs/results.md" in local
+    assert [link for link in local if not (ROOT / link).exists()] == []
+    for page in DOCS:  # every page links back and its relative links resolve
+        page_links = [l for l in re.findall(r"\]\(([^)#]+)\)", page.read_text()) if not l.startswith("http")]
+        assert [l for l in page_links if not (page.parent / l).exists()] == [], page.name
+
+
+# README "Headline results" row label -> (metrics file, key) of each "ours" figure, in the cell's order
+HEADLINE = {
+    "Baseline (Table 4(a))": [("pseudo_labels", "baseline")],
+    "RW (Table 4(a))": [("pseudo_labels", "rw")],
+    "**A²GNN** (Table 4(a))": [("pseudo_labels", "a2gnn")],
+    "box-only competitors": [("pseudo_labels", "boxes"), ("pseudo_labels", "grabcut"), ("pseudo_labels", "grabcut_crf")],
+    "mean IoU per box": [("pseudo_iou", "a2gnn"), ("pseudo_iou", "grabcut_crf")],
+    "DeepLab on A²GNN labels": [("deeplab_miou", "a2gnn"), ("deeplab_miou_crf", "a2gnn")],
+    "DeepLab on ground truth": [("deeplab_miou", "gt"), ("deeplab_miou_crf", "gt")],
+    "Mask R-CNN on A²GNN instances": [("instance_ap50", "a2gnn"), ("instance_ap70", "a2gnn"), ("instance_ap75", "a2gnn")],
+    "Mask R-CNN on ground-truth instances": [("instance_ap50", "gt"), ("instance_ap70", "gt"), ("instance_ap75", "gt")],
+}
+
+
+def headline_rows(text: str) -> list[tuple[str, str]]:
+    """(label, "ours" cell) of each row of the README's headline table."""
+    lines = text.split("## Headline results", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = lines[start:start + next(i for i, line in enumerate(lines[start:]) if not line.startswith("|"))]
+    rows = [line.split("|")[1:-1] for line in table if "---" not in line]
+    return [(cells[0].strip(), cells[1].strip()) for cells in rows if cells[1].strip() != "ours"]
+
+
+def test_readme_headline_figures_are_the_committed_metrics():
+    import json
+
+    from a2gnn.report import pct
+
+    rows = headline_rows((ROOT / "README.md").read_text())
+    assert len(rows) == len(HEADLINE)
+    for label, cell in rows:
+        keys = [spec for tail, spec in HEADLINE.items() if label.endswith(tail) or tail in label]
+        assert len(keys) == 1, label
+        want = [pct(json.loads((ROOT / "metrics" / f"{file}.json").read_text())[key]) for file, key in keys[0]]
+        assert cell.replace("*", "").split(" / ") == want, (label, cell, want)
