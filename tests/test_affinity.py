@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from torch import nn
 
 from a2gnn.affinity.losses import (
     AffinityLabels,
@@ -38,6 +37,7 @@ from a2gnn.config import ConfigError
 from a2gnn.datasets.voc import VOCDataset
 from a2gnn.io import DataError, write_label
 from a2gnn.neighbours import grid_pairs, neighbour_valid, radius_offsets
+from helpers import DummyBackbone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,23 +50,6 @@ LABELS_5x5 = torch.tensor(
         [0, 255, 0, 0, 0],
     ]
 )
-
-
-class DummyBackbone(nn.Module):
-    """Tiny stand-in with the Backbone interface: three post-ReLU taps at stride 4."""
-
-    def __init__(self):
-        super().__init__()
-        self.tap_channels = (6, 8, 10)
-        self.stride = 4
-        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1), nn.ReLU(), nn.Conv2d(6, 6, 3, 2, 1), nn.ReLU())
-        self.b = nn.Conv2d(6, 8, 3, 1, 1)
-        self.c = nn.Conv2d(8, 10, 3, 1, 1)
-
-    def forward(self, x):
-        t1 = self.stem(x)
-        t2 = torch.relu(self.b(t1))
-        return t1, t2, torch.relu(self.c(t2))
 
 
 def pairs_of(dense: torch.Tensor, h: int, w: int, offsets) -> dict:
@@ -261,14 +244,14 @@ def test_eq9_total_loss():
 # ---------------------------------------------------------------------------------------------- model
 def test_affinity_net_shapes_and_node_features():
     torch.manual_seed(0)
-    net = AffinityNet(DummyBackbone(), reduce_channels=(4, 5, 6), embed_channels=9)
+    net = AffinityNet(DummyBackbone(stride=4, channels=(6, 8, 10)), reduce_channels=(4, 5, 6), embed_channels=9)
     f_a, taps = net(torch.randn(2, 3, 30, 17))
     assert f_a.shape == (2, 9, 8, 5)
     assert [t.shape[1] for t in taps] == [6, 8, 10]
     x = AffinityNet.node_features(taps)
     assert x.shape == (2, 24, 8, 5) and torch.equal(x[:, 6:14], taps[1])
     with pytest.raises(ValueError):
-        AffinityNet(DummyBackbone(), reduce_channels=(4, 5))
+        AffinityNet(DummyBackbone(stride=4, channels=(6, 8, 10)), reduce_channels=(4, 5))
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -309,7 +292,7 @@ def test_tiny_training_reduces_loss(use_ar):
     data = two_images()
     cfg = tiny_cfg(use_ar=use_ar)
     torch.manual_seed(0)
-    net = AffinityNet(DummyBackbone(), cfg.reduce_channels, cfg.embed_channels)
+    net = AffinityNet(DummyBackbone(stride=4, channels=(6, 8, 10)), cfg.reduce_channels, cfg.embed_channels)
     fixed = make_batch(data, np.random.default_rng(0), 32, 4, flip=False)
     before, _ = affinity_batch_loss(net, fixed, cfg)
     fit_affinity(net, lambda i: data[i], 2, cfg, "cpu", seed=0, steps=15)

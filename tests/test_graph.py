@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from a2gnn.affinity.losses import downsample_labels
 from a2gnn.affinity.model import AffinityNet
@@ -25,23 +24,7 @@ from a2gnn.graph import (
 )
 from a2gnn.io import DataError, read_label, write_label
 from conftest import tiny_embedded_config
-
-
-class DummyBackbone(nn.Module):
-    """Tiny stand-in with the Backbone interface: three post-ReLU taps at stride 8."""
-
-    def __init__(self):
-        super().__init__()
-        self.tap_channels = (4, 6, 8)
-        self.stride = 8
-        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 3, 2, 1), nn.ReLU())
-        self.b = nn.Conv2d(4, 6, 3, 1, 1)
-        self.c = nn.Conv2d(6, 8, 3, 1, 1)
-
-    def forward(self, x):
-        t1 = self.a(x)
-        t2 = torch.relu(self.b(t1))
-        return t1, t2, torch.relu(self.c(t2))
+from helpers import DummyBackbone
 
 
 def dummy_model() -> AffinityNet:
