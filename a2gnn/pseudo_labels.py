@@ -42,7 +42,6 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from a2gnn.boxes import BACKGROUND
 from a2gnn.config import Config
 from a2gnn.crf import CRFConfig, crf_job, dense_crf
 from a2gnn.datasets.voc import Annotation
@@ -99,7 +98,7 @@ def soft_label(label: np.ndarray, channels: np.ndarray, confidence: float) -> np
 
     Shapes: label (H, W) class ids (255 = unknown -> background), channels (C,) class ids -> (C, H, W) float32.
     A class of the label that is not among ``channels`` raises ValueError."""
-    label = np.where(label == IGNORE_INDEX, BACKGROUND, label)
+    label = np.where(label == IGNORE_INDEX, 0, label)  # unknown -> background, class 0 (as image_channels)
     index = np.full(256, -1, dtype=np.int64)
     index[channels] = np.arange(len(channels))
     which = index[label]

@@ -105,8 +105,8 @@ def test_runtime_knobs_rerun_nothing_and_change_no_output(repo):
         ("a2gnn/label_eval.py", {"evaluate_seeds", "evaluate_pseudo_labels", "evaluate_deeplab"}),
         ("a2gnn/seeds/grabcut.py", {"grabcut"}),  # the box geometry lives in a2gnn/boxes.py, not with GrabCut
         ("a2gnn/boxes.py", {"grabcut", "seeds", "weak_seeds", "box_baselines", "instances", "train_maskrcnn",
-                            "train_maskrcnn_gt", "evaluate_maskrcnn", "figure", "grabcut_crf", "pseudo_labels",
-                            "evaluate_instances"}),
+                            "train_maskrcnn_gt", "evaluate_maskrcnn", "figure", "evaluate_instances"}),
+        ("a2gnn/grabcut_crf.py", {"grabcut_crf", "pseudo_labels", "random_walk", "baseline"}),
     ],
 )
 def test_editing_a_module_reports_exactly_its_importers_and_downstream(repo, module, expected):
