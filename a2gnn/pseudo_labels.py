@@ -160,7 +160,8 @@ def fill_empty_boxes(label: np.ndarray, boxes: Sequence, fallback: np.ndarray, m
     returns ``label`` unchanged.
     """
     out = np.array(label, dtype=np.uint8, copy=True)
-    for box in sorted(under_filled_boxes(label, boxes, min_fill), key=lambda b: -b.area):  # stable: equal areas keep box order
+    under = under_filled_boxes(label, boxes, min_fill)
+    for box in sorted(under, key=lambda b: -b.area):  # stable: equal areas keep box order
         window = out[box.y1 : box.y2, box.x1 : box.x2]
         window[fallback[box.y1 : box.y2, box.x1 : box.x2] == box.label] = box.label
     return out
@@ -296,14 +297,19 @@ def finish_one(dataset, image_id: str, scores: np.ndarray, cfg: PostprocessConfi
 
 
 def grabcut_crf_fallback(dataset, image_id: str, m_b: np.ndarray, cfg: PostprocessConfig, crf: CRFConfig,
-                         confidence: float) -> np.ndarray:
+                         confidence: float, m_b_path="M_B") -> np.ndarray:
     """What an under-filled box takes with ``fill_source: grabcut_crf``: the "GrabCut + CRF" label of the image
     (M_B (h, w) at the working size as a soft label of ``confidence``, :func:`soft_label`, through this same
     post-processing), its own under-filled boxes filled from M_B: the label the ``grabcut_crf`` stage writes for
-    the image. Returns (H, W) uint8 at the original size."""
+    the image. Returns (H, W) uint8 at the original size; an M_B class that is not among the image's raises
+    DataError naming ``m_b_path``."""
     from a2gnn.datasets.resize import to_original
+    from a2gnn.io import DataError
 
-    scores = soft_label(m_b, image_channels(dataset.annotation(image_id)), confidence)
+    try:
+        scores = soft_label(m_b, image_channels(dataset.annotation(image_id)), confidence)
+    except ValueError as exc:
+        raise DataError(m_b_path, str(exc)) from exc
     label = finish_one(dataset, image_id, scores, cfg, crf)
     return fill_empty_boxes(label, photo_boxes(dataset, image_id), to_original(dataset, image_id, m_b),
                             cfg.min_box_fill)
@@ -345,7 +351,7 @@ def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg
             if fallback is not None:
                 boxes = photo_boxes(dataset, image_id)
                 if cfg.fill_source == "grabcut_crf" and under_filled_boxes(label, boxes, cfg.min_box_fill):
-                    source = grabcut_crf_fallback(dataset, image_id, fallback, cfg, crf_cfg, fill_confidence)
+                    source = grabcut_crf_fallback(dataset, image_id, fallback, cfg, crf_cfg, fill_confidence, path)
                 else:
                     source = to_original(dataset, image_id, fallback)
                 label = fill_empty_boxes(label, boxes, source, cfg.min_box_fill)

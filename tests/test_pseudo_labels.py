@@ -428,3 +428,15 @@ def test_fill_source_grabcut_crf_takes_the_grabcut_crf_stages_label(tmp_path):
 def test_fill_source_is_checked():
     with pytest.raises(ConfigError, match="fill_source"):
         PostprocessConfig.from_params({"fill_source": "boxes"})
+
+
+def test_grabcut_crf_fallback_names_an_m_b_with_a_foreign_class(tmp_path):
+    from a2gnn.io import DataError
+    from a2gnn.pseudo_labels import grabcut_crf_fallback
+
+    ds, _ = _shrunk_photos_with_m_b(tmp_path, lambda h, w: np.ones((h, w), np.uint8))
+    a = ds.annotation("big")
+    foreign = np.full((a.height, a.width), 7, np.uint8)  # class 7: not a class of the image
+    post = PostprocessConfig(use_crf=False, resolution="two_scale", min_box_fill=0.5, fill_source="grabcut_crf")
+    with pytest.raises(DataError, match=r"M_B/big\.png.*not channels"):
+        grabcut_crf_fallback(ds, "big", foreign, post, CRFConfig(), 0.7, tmp_path / "M_B" / "big.png")
