@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-# the tables of `python -m a2gnn.ablations --list`, one make target each
+# the tables of `python -m a2gnn.pipeline.ablations --list`, one make target each
 TABLES := table4a table4b table4c table4d table4e fig7 gnn_seeds table5 rw_tuning baseline_tuning maskrcnn_seeds cam_stride4
 
 .PHONY: repro test test-fast data setup bench compare clean-outputs ablations $(TABLES)
@@ -26,7 +26,7 @@ $(STAMP): requirements/base.txt requirements/test.txt pyproject.toml scripts/ins
 
 # The embedded default dataset is generated deterministically (byte-identical to what data.dvc records).
 data: $(STAMP)
-	$(BIN)/python -m a2gnn.datasets.embedded --params params.yaml --out data
+	$(BIN)/python -m a2gnn.data.embedded --params params.yaml --out data
 
 repro: data
 	$(BIN)/dvc repro
@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 
 # The default run beside the experiments (all of HEAD's, or EXPS="name ..."): differing params + headline, 120 cols
 compare: $(STAMP)
-	$(BIN)/python -m a2gnn.compare $(EXPS)
+	$(BIN)/python -m a2gnn.pipeline.compare $(EXPS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pseudo_labels_speed.py
@@ -49,10 +49,10 @@ bench: $(STAMP)
 # run, collected); prints the table beside the paper's numbers and writes metrics/ablations/<table>.md|json
 # (`dvc repro` then reruns only the report stage). `make ablations` runs them all, one after the other.
 $(TABLES): $(STAMP)
-	$(BIN)/python -m a2gnn.ablations $@ --run
+	$(BIN)/python -m a2gnn.pipeline.ablations $@ --run
 
 ablations: $(STAMP)
-	$(BIN)/python -m a2gnn.ablations all --run
+	$(BIN)/python -m a2gnn.pipeline.ablations all --run
 
 clean-outputs:
 	rm -rf outputs

@@ -8,8 +8,8 @@ One module per paper concept: ``datasets`` (VOC/COCO readers, embedded default d
 (Eq. 20-26), ``consistency`` (Eq. 27-28), ``crf``, ``random_walk``, ``evaluation``.
 """
 
-from a2gnn import numerics as _numerics
+from a2gnn.core import numerics as _numerics
 
-_numerics.pin()  # before torch, numpy or cv2 load: same bytes on any x86-64 CPU (a2gnn/numerics.py)
+_numerics.pin()  # before torch, numpy or cv2 load: same bytes on any x86-64 CPU (a2gnn/core/numerics.py)
 
 __version__ = "0.1.0"

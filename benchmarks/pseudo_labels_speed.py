@@ -30,15 +30,16 @@ import resource
 import statistics
 import time
 
-import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 import torch
 import torch.nn.functional as F
 
 from a2gnn.gnn.model import GNNConfig, draw_dropout_mask, embedding, init_parameters
 from a2gnn.gnn.train import image_seed, train_a2gnn, train_a2gnn_single
-from a2gnn.graph import ImageGraph, normalize_node_features, project_node_features
-from a2gnn.neighbours import grid_pairs, radius_offsets
-from a2gnn.parallel import parallel_map
+from a2gnn.graph.features import normalize_node_features, project_node_features
+from a2gnn.graph.types import ImageGraph
+from a2gnn.ops.neighbours import grid_pairs, radius_offsets
+from a2gnn.core.parallel import parallel_map
 
 SIZES = {
     # grid side, node feature size D_g, classes, radius, images timed: embedded default (stride 8, ~160 px)

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 
-import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 import numpy as np
 
-from a2gnn.config import DatasetConfig, load_params
-from a2gnn.datasets import open_dataset
-from a2gnn.evaluation import ConfusionMatrix
-from a2gnn.label_eval import prediction_paths, read_prediction
-from a2gnn.outline_errors import ErrorSplit, error_split, foreground_iou
-from a2gnn.paired_bootstrap import paired_bootstrap
+from a2gnn.core.config import DatasetConfig, load_params
+from a2gnn.data.formats import open_dataset
+from a2gnn.evaluation.confusion import ConfusionMatrix
+from a2gnn.evaluation.labels import prediction_paths, read_prediction
+from a2gnn.evaluation.outline_errors import ErrorSplit, error_split, foreground_iou
+from a2gnn.evaluation.paired_bootstrap import paired_bootstrap
 
 
 def main(argv: list[str] | None = None) -> None:

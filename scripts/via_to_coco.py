@@ -25,14 +25,14 @@ category unless ``--category`` is given. Categories get ids 1.. in sorted name o
 (``background`` is reserved). A region without the attribute is an error (``--skip-unlabelled``
 drops it instead).
 
-Output (the conventions of :mod:`a2gnn.datasets.coco`): images get ids 1.. in sorted ``file_name``
+Output (the conventions of :mod:`a2gnn.data.coco`): images get ids 1.. in sorted ``file_name``
 order with ``file_name`` relative to the image folder; each region becomes one annotation (ids
 1.. in image order, then region order) whose ``segmentation`` keeps the polygon as one ring
 ``[[x1, y1, x2, y2, ...]]`` (a rectangle becomes its four corners); ``bbox`` and ``area`` come from the
 polygon rasterised by pycocotools (the tight box of its pixels, 0-based and half-open, and the
-pixel count), so :class:`a2gnn.datasets.coco.COCODataset` maps each box back exactly onto the
+pixel count), so :class:`a2gnn.data.coco.COCODataset` maps each box back exactly onto the
 mask's pixel box. Polygons with fewer than 3 points raise an error; polygons that cover no pixel
-are skipped with a warning. Bad input raises :class:`a2gnn.io.DataError` naming the file.
+are skipped with a warning. Bad input raises :class:`a2gnn.core.io.DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from a2gnn.io import DataError, atomic_file
+from a2gnn.core.io import DataError, atomic_file
 
 Region = tuple[list[float], str | None, str]  # (flat polygon [x1, y1, ...], category or None, where)
 

@@ -4,17 +4,17 @@
 
 <seed_dir> holds <id>.png seed maps for the train split (outputs/seeds/M_g; M_F for Table 4(e)).
 Params: base, dataset, affinity. An interrupted training resumes from checkpoints/affinity/ (not a DVC output).
-Trains on ``runtime.train_processes`` data-parallel processes (:mod:`a2gnn.distributed`).
+Trains on ``runtime.train_processes`` data-parallel processes (:mod:`a2gnn.core.distributed`).
 """
 
 from __future__ import annotations
 
-from a2gnn import distributed
+from a2gnn.core import distributed
 from a2gnn.affinity.train import AffinityConfig, AffinityJob, check_seed_files, run_affinity_job
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.training import checkpoint_dir
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.core.training import checkpoint_dir
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 import numpy as np
 
-from a2gnn.boxes import BACKGROUND, box_label_map
-from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.datasets.resize import to_original, unwrap
-from a2gnn.io import IGNORE_INDEX, DataError, atomic_dir, read_label, write_label
+from a2gnn.data.boxes import BACKGROUND, box_label_map
+from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.resize import to_original, unwrap
+from a2gnn.core.io import IGNORE_INDEX, DataError, atomic_dir, read_label, write_label
 
 
 def main(argv: list[str] | None = None) -> None:

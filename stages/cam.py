@@ -5,17 +5,17 @@
 Writes, all or nothing (one atomic directory): <out_dir>/model.pt, <out_dir>/scores/<id>.npz
 (cams float16 (K, H, W), labels int64 (K,)) and <out_dir>/M_I/<id>.png. An interrupted training resumes
 from its last epoch checkpoint in checkpoints/cam/ (outside DVC's outputs, so a rerun finds it). Trains on
-``runtime.train_processes`` data-parallel processes (:mod:`a2gnn.distributed`).
+``runtime.train_processes`` data-parallel processes (:mod:`a2gnn.core.distributed`).
 """
 
 from __future__ import annotations
 
-from a2gnn import distributed
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
+from a2gnn.core import distributed
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
 from a2gnn.seeds.cam import CAMConfig, CAMJob, run_cam_job
-from a2gnn.training import checkpoint_dir
+from a2gnn.core.training import checkpoint_dir
 
 
 def main(argv: list[str] | None = None) -> None:

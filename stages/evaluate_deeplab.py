@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.crf import CRFConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.datasets.segmentation import GT_LABELS, SegmentationDataset
-from a2gnn.io import UNAVAILABLE, DataError, unavailable_figures, unavailable_reason, write_json
-from a2gnn.label_eval import write_per_class_csv, write_unavailable_evaluation
-from a2gnn.segmentation import evaluate_deeplab, load_deeplab
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.ops.crf import CRFConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.segmentation import GT_LABELS, SegmentationDataset
+from a2gnn.core.io import UNAVAILABLE, DataError, unavailable_figures, unavailable_reason, write_json
+from a2gnn.evaluation.labels import write_per_class_csv, write_unavailable_evaluation
+from a2gnn.segmentation.deeplab import evaluate_deeplab, load_deeplab
 
 VARIANTS = ("miou", "miou_crf")  # without / with dense CRF
 

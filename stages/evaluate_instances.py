@@ -4,7 +4,7 @@
         --table <csv>
 
 For every box, the instance of each named pseudo-label folder (what the ``instances`` stage writes from it,
-``instances.overlap`` / ``empty_box`` / ``min_fill``) against the box's ground-truth instance (:mod:`a2gnn.instance.pseudo_eval`). Figures
+``instances.overlap`` / ``empty_box`` / ``min_fill``) against the box's ground-truth instance (:mod:`a2gnn.evaluation.pseudo_instances`). Figures
 (fractions): ``box_iou`` (mean per-box IoU), ``iou_small`` / ``iou_medium`` / ``iou_large`` (the same by COCO
 object size), ``ap``, ``ap50``, ``ap75`` (COCO mask AP with every box's mask as a detection of score 1). Each
 ``--metric`` JSON holds ``{name: value}`` for one figure; ``--table``: every figure of every folder (a CSV plot).
@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
-from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.datasets.resize import unwrap
-from a2gnn.instance.pseudo_eval import SIZES, figures_of, score_label_dirs
-from a2gnn.instance.pseudo_instances import InstanceConfig
-from a2gnn.io import atomic_file, unavailable_figures, write_json
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
+from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.resize import unwrap
+from a2gnn.evaluation.pseudo_instances import SIZES, figures_of, score_label_dirs
+from a2gnn.pseudo_labels.instances import InstanceConfig
+from a2gnn.core.io import atomic_file, unavailable_figures, write_json
 
 FIGURES = ("box_iou", *(f"iou_{s}" for s in SIZES), "ap", "ap50", "ap75")
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.label_eval import FIGURES, evaluate_label_dir, write_evaluation, write_unavailable_evaluation
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.evaluation.labels import FIGURES, evaluate_label_dir, write_evaluation, write_unavailable_evaluation
 
 
 def named_dir(text: str) -> tuple[str, str]:

@@ -19,14 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.datasets.resize import unwrap
-from a2gnn.instance.coco_eval import instance_metrics
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.resize import unwrap
+from a2gnn.evaluation.coco_eval import instance_metrics
 from a2gnn.instance.maskrcnn import dataset_records, load_maskrcnn, predict, register_instances, write_gt_instances
-from a2gnn.instance.pseudo_instances import image_root
-from a2gnn.io import UNAVAILABLE, DataError, atomic_file, unavailable_figures, unavailable_reason, write_json
+from a2gnn.pseudo_labels.instances import image_root
+from a2gnn.core.io import UNAVAILABLE, DataError, atomic_file, unavailable_figures, unavailable_reason, write_json
 
 FIGURES = ("ap50", "ap70", "ap75", "ap", "ap_s", "ap_m", "ap_l", "box_ap")  # what a --metric file may hold
 

@@ -14,16 +14,16 @@ The PNG's bytes depend only on the inputs (no metadata). Params: base, dataset.
 
 from __future__ import annotations
 
-import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 import numpy as np
 
-from a2gnn.boxes import box_label_map
-from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.datasets.resize import resize_label
-from a2gnn.figures import assemble_grid, colourise, overlay_instances, write_png
-from a2gnn.io import DataError, read_label
+from a2gnn.data.boxes import box_label_map
+from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.resize import resize_label
+from a2gnn.reporting.figures import assemble_grid, colourise, overlay_instances, write_png
+from a2gnn.core.io import DataError, read_label
 
 
 def maskrcnn_masks(model, d2, image: np.ndarray, min_score: float) -> list[np.ndarray]:
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         titles.append("A2GNN pseudo label")
         nearest.append(True)
     if args.deeplab:
-        from a2gnn.segmentation import load_deeplab, predict_probs
+        from a2gnn.segmentation.deeplab import load_deeplab, predict_probs
 
         deeplab, _, class_names = load_deeplab(args.deeplab, runtime.device)
         if tuple(class_names) != tuple(dataset.class_names):

@@ -8,10 +8,10 @@ starts; the output directory is replaced only when every image succeeded.
 
 from __future__ import annotations
 
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.io import atomic_dir
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.core.io import atomic_dir
 from a2gnn.seeds.grabcut import GrabCutConfig, plan_box_seeds, write_box_seeds
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/numerics.py)
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.crf import CRFConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
-from a2gnn.pseudo_labels import PostprocessConfig, write_pseudo_labels
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.ops.crf import CRFConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.pseudo_labels.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
+from a2gnn.pseudo_labels.postprocess import PostprocessConfig, write_pseudo_labels
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,7 @@ against the ground truth (a diagnostic; the method never reads the ground truth)
 stages/weak_seeds.py (the supervision; the random-walk settings when ``weak.rw_fusion`` > 0); <cam_dir>/scores is
 read only with that fusion (§7.1 image-level: A²GNN and the random walk fused 1:3). <m_b_dir> (M_B, Eq. 3) is read
 only when ``gnn.grabcut_fusion`` > 0 (GrabCut's pixel-level soft label mixed into the A²GNN's scores before the CRF)
-or ``postprocess.min_box_fill`` > 0 (under-filled boxes take M_B's object, :func:`a2gnn.pseudo_labels.fill_empty_boxes`).
+or ``postprocess.min_box_fill`` > 0 (under-filled boxes take M_B's object, :func:`a2gnn.pseudo_labels.postprocess.fill_empty_boxes`).
 """
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from a2gnn.affinity.train import load_affinity
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.crf import CRFConfig
-from a2gnn.datasets import open_dataset
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.ops.crf import CRFConfig
+from a2gnn.data.formats import open_dataset
 from a2gnn.gnn.model import GNNConfig
-from a2gnn.graph import GraphConfig
-from a2gnn.io import write_json
-from a2gnn.gnn.pseudo_labels import A2GNNScorer
-from a2gnn.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
-from a2gnn.pseudo_labels import FusedScorer, PostprocessConfig, write_pseudo_labels
-from a2gnn.random_walk import RandomWalkConfig, RandomWalkScorer
-from a2gnn.supervision import check_supervision, read_supervision_record
+from a2gnn.graph.types import GraphConfig
+from a2gnn.core.io import write_json
+from a2gnn.pseudo_labels.a2gnn import A2GNNScorer
+from a2gnn.pseudo_labels.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
+from a2gnn.pseudo_labels.postprocess import FusedScorer, PostprocessConfig, write_pseudo_labels
+from a2gnn.pseudo_labels.random_walk import RandomWalkConfig, RandomWalkScorer
+from a2gnn.data.supervision import check_supervision, read_supervision_record
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from a2gnn.affinity.train import load_affinity
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.crf import CRFConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.graph import GraphConfig
-from a2gnn.grabcut_crf import GrabCutCRFConfig
-from a2gnn.pseudo_labels import PostprocessConfig, write_pseudo_labels
-from a2gnn.random_walk import RandomWalkConfig, RandomWalkScorer
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.ops.crf import CRFConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.graph.types import GraphConfig
+from a2gnn.pseudo_labels.grabcut_crf import GrabCutCRFConfig
+from a2gnn.pseudo_labels.postprocess import PostprocessConfig, write_pseudo_labels
+from a2gnn.pseudo_labels.random_walk import RandomWalkConfig, RandomWalkScorer
 
 
 def main(argv: list[str] | None = None) -> None:

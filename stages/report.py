@@ -6,14 +6,14 @@
 ``--metrics``: metric JSONs named as the pipeline writes them (seeds_miou, seeds_precision, pseudo_labels,
 consistency, segmentation / deeplab_miou*, instance / instance_ap*); ``--per-class``: per-class IoU CSVs;
 ``--tables``: metrics/tables CSVs (seeds, instance); ``--curves``: dvclive ``plots/metrics`` folders;
-``--ablations``: the folder of ``python -m a2gnn.ablations`` tables. The figures are the PNGs of
-``a2gnn.report.FIGURES`` under ``--figures``. Params: base.
+``--ablations``: the folder of ``python -m a2gnn.pipeline.ablations`` tables. The figures are the PNGs of
+``a2gnn.reporting.report.FIGURES`` under ``--figures``. Params: base.
 """
 
 from __future__ import annotations
 
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.report import write_report
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.reporting.report import write_report
 
 
 def main(argv: list[str] | None = None) -> None:

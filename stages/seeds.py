@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from a2gnn.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.io import atomic_dir, write_label
+from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.core.io import atomic_dir, write_label
 from a2gnn.seeds.fusion import SeedsConfig, image_seed_labels
 
 

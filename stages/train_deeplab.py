@@ -6,7 +6,7 @@
 <label_dir>: a folder of <id>.png label maps (outputs/pseudo_labels_a2gnn; outputs/seeds/M_B, ...), or ``gt`` for the
 dataset's ground truth (the fully supervised upper bound). Logs loss and val mIoU per epoch with dvclive in
 --live-dir (default dvclive/train_deeplab). Resumes from checkpoints/train_deeplab/ after an interruption.
-Trains on ``runtime.train_processes`` data-parallel processes (:mod:`a2gnn.distributed`; under torchrun, on
+Trains on ``runtime.train_processes`` data-parallel processes (:mod:`a2gnn.core.distributed`; under torchrun, on
 its processes). Params: base, dataset, deeplab.
 """
 
@@ -15,14 +15,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from a2gnn import distributed
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.datasets.segmentation import GT_LABELS, SegmentationDataset
+from a2gnn.core import distributed
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.segmentation import GT_LABELS, SegmentationDataset
 from a2gnn.segmentation.deeplab import DeepLabConfig, TrainJob, run_train_job
-from a2gnn.io import save_unavailable
-from a2gnn.training import checkpoint_dir
+from a2gnn.core.io import save_unavailable
+from a2gnn.core.training import checkpoint_dir
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@
 or ``gt`` for the dataset's ground-truth instance masks (the fully supervised upper bound). Logs the losses
 with dvclive in --live-dir. Resumes from --checkpoints (detectron2 checkpointer) after an interruption; the
 checkpoint is deleted once <out_model.pth> is written. Trains on ``runtime.train_processes`` data-parallel
-processes (:mod:`a2gnn.distributed`). Params: base, dataset, maskrcnn.
+processes (:mod:`a2gnn.core.distributed`). Params: base, dataset, maskrcnn.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from a2gnn import distributed
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
+from a2gnn.core import distributed
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
 from a2gnn.instance.maskrcnn import CHECKPOINT_STAGE, GT, MaskRCNNConfig, TrainJob, run_train_job, train_records
-from a2gnn.datasets import open_dataset
-from a2gnn.io import save_unavailable
-from a2gnn.training import checkpoint_dir
+from a2gnn.data.formats import open_dataset
+from a2gnn.core.io import save_unavailable
+from a2gnn.core.training import checkpoint_dir
 
 
 def main(argv: list[str] | None = None) -> None:

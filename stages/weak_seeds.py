@@ -6,7 +6,7 @@ Writes <out_dir>/affinity/<id>.png (seeds of the affinity CNN: ``affinity.seeds:
 <out_dir>/gnn/<id>.png (A²GNN node labels: ``gnn.seeds: weak/gnn``), <out_dir>/annotations/<id>.png (the
 scribbles or points used, synthetic from the ground truth unless ``weak.annotation_dir`` is set), all or
 nothing, and <record_json>, what ``pseudo_labels`` needs to know (the supervision, and the ``random_walk`` section
-only when ``weak.rw_fusion`` > 0: see :mod:`a2gnn.supervision`). With ``weak.supervision: box`` (the paper's main
+only when ``weak.rw_fusion`` > 0: see :mod:`a2gnn.data.supervision`). With ``weak.supervision: box`` (the paper's main
 task) the folders stay empty: the box pipeline's seeds come from stages/seeds.py.
 """
 
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from a2gnn.cli import run_stage, setup_stage, stage_parser
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.io import atomic_dir, write_json, write_label
-from a2gnn.parallel import parallel_map
+from a2gnn.core.cli import run_stage, setup_stage, stage_parser
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.core.io import atomic_dir, write_json, write_label
+from a2gnn.core.parallel import parallel_map
 from a2gnn.seeds.fusion import SeedsConfig
 from a2gnn.seeds.weak import image_weak_seeds
-from a2gnn.supervision import WeakConfig, supervision_record
+from a2gnn.data.supervision import WeakConfig, supervision_record
 
 FOLDERS = ("affinity", "gnn", "annotations")
 

@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-``tiny_voc``: a tiny embedded dataset (VOC layout, see :mod:`a2gnn.datasets.embedded`) generated in
+``tiny_voc``: a tiny embedded dataset (VOC layout, see :mod:`a2gnn.data.embedded`) generated in
 ``tmp_path`` — 6 train + 2 val images of 64-96 px, 5 foreground classes, a few objects each. Use it
 wherever a test needs real images with boxes, class GT and instance GT::
 
@@ -16,7 +16,7 @@ helpers the end-to-end tests (test_pipeline.py, test_remote.py) drive it with.
 
 from __future__ import annotations
 
-import a2gnn  # noqa: F401  (first: the numerics pin, a2gnn/numerics.py)
+import a2gnn  # noqa: F401  (first: the numerics pin, a2gnn/core/numerics.py)
 import importlib.util
 import os
 import re
@@ -30,7 +30,7 @@ import pytest
 import torch
 import yaml
 
-from a2gnn.datasets.embedded import EmbeddedConfig, generate
+from a2gnn.data.embedded import EmbeddedConfig, generate
 
 TINY_EMBEDDED = {"n_train": 6, "n_val": 2, "min_size": 64, "max_size": 96}
 """The ``embedded`` params of the tiny test dataset (everything else at its default)."""
@@ -103,7 +103,7 @@ def pipeline_repo(tmp_path_factory) -> Path:
     run(["git", "config", "user.email", "test@example.com"], repo)
     run(["git", "config", "user.name", "test"], repo)
     run(["dvc", "init", "-q"], repo)
-    run([sys.executable, "-m", "a2gnn.datasets.embedded", "--params", "params.yaml", "--out", "data"], repo)
+    run([sys.executable, "-m", "a2gnn.data.embedded", "--params", "params.yaml", "--out", "data"], repo)
     run(["dvc", "add", "-q", "data"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "init"], repo)

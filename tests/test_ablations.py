@@ -1,4 +1,4 @@
-"""The ablation tables (a2gnn.ablations): the registry matches the paper and params.yaml, the Markdown table is
+"""The ablation tables (a2gnn.pipeline.ablations): the registry matches the paper and params.yaml, the Markdown table is
 built from ``dvc exp show --json``, and a row reruns only the stages its switches reach (checked against the
 dvc.yaml params deps and against ``dvc status`` itself)."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a2gnn import ablations
-from a2gnn.ablations import (CE_ONLY, METRIC_FILE, TABLES, TARGET, changed_stages, collect, experiment_name,
+from a2gnn.pipeline import ablations
+from a2gnn.pipeline.ablations import (CE_ONLY, METRIC_FILE, TABLES, TARGET, changed_stages, collect, experiment_name,
                              format_table, parse_exp_show, queue_command, stage_graph, stages_to_rerun)
 
 ROOT = Path(__file__).resolve().parents[1]

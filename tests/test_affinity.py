@@ -33,10 +33,10 @@ from a2gnn.affinity.train import (
     make_batch,
     save_affinity,
 )
-from a2gnn.config import ConfigError
-from a2gnn.datasets.voc import VOCDataset
-from a2gnn.io import DataError, write_label
-from a2gnn.neighbours import grid_pairs, neighbour_valid, radius_offsets
+from a2gnn.core.config import ConfigError
+from a2gnn.data.voc import VOCDataset
+from a2gnn.core.io import DataError, write_label
+from a2gnn.ops.neighbours import grid_pairs, neighbour_valid, radius_offsets
 from helpers import DummyBackbone
 
 REPO = Path(__file__).resolve().parents[1]

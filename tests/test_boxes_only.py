@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import yaml
 
-from a2gnn.datasets.coco import COCODataset, voc_to_coco
-from a2gnn.datasets.voc import VOCDataset
-from a2gnn.evaluation import ConfusionMatrix
-from a2gnn.io import UNAVAILABLE, read_label, unavailable_reason
+from a2gnn.data.coco import COCODataset, voc_to_coco
+from a2gnn.data.voc import VOCDataset
+from a2gnn.evaluation.confusion import ConfusionMatrix
+from a2gnn.core.io import UNAVAILABLE, read_label, unavailable_reason
 from conftest import ROOT, TINY, deep_merge, run, stages_run
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def boxes_repo(tmp_path_factory) -> tuple[Path, Path, str]:
     params["dataset"].update(format="coco", root="data")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     truth = repo.parent / f"{repo.name}_truth"
-    run([sys.executable, "-m", "a2gnn.datasets.embedded", "--params", str(repo / "params.yaml"), "--out",
+    run([sys.executable, "-m", "a2gnn.data.embedded", "--params", str(repo / "params.yaml"), "--out",
          str(truth)], repo)
     boxes_only_coco(truth, repo / "data")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],

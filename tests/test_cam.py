@@ -13,29 +13,29 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from a2gnn.backbones import Backbone, BackboneConfig, normalize_image
-from a2gnn.config import ConfigError
-from a2gnn.datasets.voc import VOCDataset
-from a2gnn.io import DataError, read_label, write_label
+from a2gnn.backbones.base import Backbone, BackboneConfig
+from a2gnn.data.transforms import normalize_image
+from a2gnn.core.config import ConfigError
+from a2gnn.data.voc import VOCDataset
+from a2gnn.core.io import DataError, read_label, write_label
 from a2gnn.seeds.cam import (
-    CAM_EPS,
     CAMConfig,
     CAMNet,
+    CAM_EPS,
     augment,
+    build_cam_model,
     cam_seeds,
     compute_cams,
+    equivariance_loss,
+    evaluate_bce,
     load_cam_checkpoint,
-    load_cam_scores,
     masked_gap,
     multi_hot,
     normalize_cams,
     save_cam_checkpoint,
-    save_cam_scores,
-    build_cam_model,
-    equivariance_loss,
-    evaluate_bce,
     train_cam_model,
 )
+from a2gnn.seeds.scores import load_cam_scores, save_cam_scores
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("background", "square", "disc")

@@ -1,4 +1,4 @@
-"""Tests of the COCO instances reader/writer (a2gnn.datasets.coco)."""
+"""Tests of the COCO instances reader/writer (a2gnn.data.coco)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from a2gnn.datasets.coco import COCODataset, CocoImage, CocoInstance, voc_to_coco, write_coco_instances
-from a2gnn.datasets.voc import Box, VOCDataset
-from a2gnn.io import DataError
+from a2gnn.data.coco import COCODataset, CocoImage, CocoInstance, voc_to_coco, write_coco_instances
+from a2gnn.data.voc import Box, VOCDataset
+from a2gnn.core.io import DataError
 
 W, H = 10, 8
 

@@ -1,4 +1,4 @@
-"""a2gnn.compare: the default run beside experiments in 120 columns (what `make compare` prints)."""
+"""a2gnn.pipeline.compare: the default run beside experiments in 120 columns (what `make compare` prints)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from a2gnn import compare
-from a2gnn.ablations import TABLES, experiment_name
+from a2gnn.pipeline import compare
+from a2gnn.pipeline.ablations import TABLES, experiment_name
 from conftest import ROOT
 from test_ablations import fake_exp_show
 

@@ -4,8 +4,8 @@ import typing
 import numpy as np
 import pytest
 
-from a2gnn.config import BaseConfig, Config, ConfigError, RuntimeConfig, load_params
-from a2gnn.io import DataError, atomic_dir, read_image, read_label, write_json, write_label
+from a2gnn.core.config import BaseConfig, Config, ConfigError, RuntimeConfig, load_params
+from a2gnn.core.io import DataError, atomic_dir, read_image, read_label, write_json, write_label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +103,13 @@ def _square(x):
 
 
 def test_parallel_map_preserves_order_with_processes():
-    from a2gnn.parallel import parallel_map
+    from a2gnn.core.parallel import parallel_map
 
     assert parallel_map(_square, list(range(7)), workers=2) == [x * x for x in range(7)]
 
 
 def test_unavailable_figures_and_model_stand_in(tmp_path):
-    from a2gnn.io import UNAVAILABLE, save_unavailable, unavailable_figures, unavailable_reason
+    from a2gnn.core.io import UNAVAILABLE, save_unavailable, unavailable_figures, unavailable_reason
 
     assert unavailable_figures(["a2gnn", "gt"], "no masks") == {"a2gnn": None, "gt": None, UNAVAILABLE: "no masks"}
     save_unavailable(tmp_path / "model.pt", "no masks")

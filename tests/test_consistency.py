@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from a2gnn.consistency import (background_prototypes, box_prototypes, box_seed_candidates,
+from a2gnn.gnn.consistency import (background_prototypes, box_prototypes, box_seed_candidates,
                                candidate_background_distance, consistency_check, cosine_distance, distance_scale,
                                outside_boxes)
 

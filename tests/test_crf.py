@@ -5,9 +5,9 @@ import pickle
 import numpy as np
 import pytest
 
-from a2gnn.config import ConfigError
-from a2gnn.crf import CRFConfig, crf_job, crf_labels, crf_labels_job, dense_crf
-from a2gnn.parallel import parallel_map
+from a2gnn.core.config import ConfigError
+from a2gnn.ops.crf import CRFConfig, crf_job, crf_labels, crf_labels_job, dense_crf
+from a2gnn.core.parallel import parallel_map
 
 H, W, EDGE = 32, 40, 13  # the image's true boundary is the column EDGE, off the noisy map's centre
 

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from a2gnn.backbones import BackboneConfig
-from a2gnn.config import DatasetConfig
-from a2gnn.crf import CRFConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.datasets.segmentation import SegmentationDataset
-from a2gnn.io import DataError, write_label
-from a2gnn.segmentation import (
+from a2gnn.backbones.base import BackboneConfig
+from a2gnn.core.config import DatasetConfig
+from a2gnn.ops.crf import CRFConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.segmentation import SegmentationDataset
+from a2gnn.core.io import DataError, write_label
+from a2gnn.segmentation.deeplab import (
     ASPP,
     DeepLabConfig,
     build_deeplab,
@@ -161,7 +161,7 @@ def test_train_stage_under_torchrun_matches_the_launcher(tiny_voc, tmp_path):
     import subprocess
     import sys
 
-    from a2gnn.segmentation import load_deeplab
+    from a2gnn.segmentation.deeplab import load_deeplab
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({

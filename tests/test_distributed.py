@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from a2gnn import distributed
+from a2gnn.core import distributed
 
 
 def make_model() -> nn.Module:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import a2gnn
-from a2gnn.config import Config
-from a2gnn.stage_deps import import_closure, params_read, stage_problems
+from a2gnn.core.config import Config
+from a2gnn.pipeline.stage_deps import import_closure, params_read, stage_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())

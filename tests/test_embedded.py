@@ -1,4 +1,4 @@
-"""Tests of the embedded default dataset generator (a2gnn.datasets.embedded)."""
+"""Tests of the embedded default dataset generator (a2gnn.data.embedded)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import tiny_embedded_config
 
-from a2gnn.config import ConfigError
-from a2gnn.datasets.embedded import (
+from a2gnn.core.config import ConfigError
+from a2gnn.data.embedded import (
     STAMP_NAME,
     EmbeddedConfig,
     _visible_instances,
@@ -18,7 +18,7 @@ from a2gnn.datasets.embedded import (
     main,
     render_image,
 )
-from a2gnn.datasets.voc import VOCDataset, load_class_names
+from a2gnn.data.voc import VOCDataset, load_class_names
 
 
 def _all_files(root: Path) -> dict[str, bytes]:

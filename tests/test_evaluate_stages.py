@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from a2gnn.cli import run_stage
-from a2gnn.datasets.voc import VOCDataset
-from a2gnn.io import DataError, write_label
-from a2gnn.label_eval import evaluate_label_dir
+from a2gnn.core.cli import run_stage
+from a2gnn.data.voc import VOCDataset
+from a2gnn.core.io import DataError, write_label
+from a2gnn.evaluation.labels import evaluate_label_dir
 from conftest import load_stage
 
 REPO = Path(__file__).resolve().parents[1]

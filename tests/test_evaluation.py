@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from a2gnn.evaluation import ConfusionMatrix
+from a2gnn.evaluation.confusion import ConfusionMatrix
 
 
 def test_miou_hand_computed():

@@ -1,4 +1,4 @@
-"""a2gnn.figures (Fig. 6-style qualitative grid) on tiny synthetic arrays, and stages/figure.py on the tiny dataset."""
+"""a2gnn.reporting.figures (Fig. 6-style qualitative grid) on tiny synthetic arrays, and stages/figure.py on the tiny dataset."""
 
 from pathlib import Path
 
@@ -7,11 +7,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from a2gnn.cli import run_stage
-from a2gnn.datasets import open_dataset
-from a2gnn.config import DatasetConfig
-from a2gnn.figures import assemble_grid, colourise, instance_colours, mask_outline, overlay_instances, write_png
-from a2gnn.io import read_image, voc_palette, write_label
+from a2gnn.core.cli import run_stage
+from a2gnn.data.formats import open_dataset
+from a2gnn.core.config import DatasetConfig
+from a2gnn.reporting.figures import assemble_grid, colourise, instance_colours, mask_outline, overlay_instances, write_png
+from a2gnn.core.io import read_image, voc_palette, write_label
 from conftest import load_stage
 
 
@@ -104,7 +104,7 @@ def test_png_bytes_are_deterministic(tmp_path):
 def test_stage_labels_and_deeplab_columns(tiny_voc, tmp_path):
     import torch
 
-    from a2gnn.segmentation import DeepLabConfig, build_deeplab, save_deeplab
+    from a2gnn.segmentation.deeplab import DeepLabConfig, build_deeplab, save_deeplab
 
     torch.set_num_threads(1)
     params = tmp_path / "params.yaml"

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from a2gnn.config import ConfigError
-from a2gnn.datasets.voc import Box
-from a2gnn.io import DataError
+from a2gnn.core.config import ConfigError
+from a2gnn.data.voc import Box
+from a2gnn.core.io import DataError
 from a2gnn.seeds.fusion import (
     SeedsConfig,
     box_class_predicted,

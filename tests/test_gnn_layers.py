@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from a2gnn.config import ConfigError
+from a2gnn.core.config import ConfigError
 from a2gnn.gnn.layers import (AffinityAttentionLayer, EdgeCSR, affinity_attention, affinity_attention_composed,
                               edge_dot, propagate)
 from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, embedding, init_parameters, output_log_probs
-from a2gnn.neighbours import grid_pairs, radius_offsets
+from a2gnn.ops.neighbours import grid_pairs, radius_offsets
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -313,7 +313,7 @@ def test_symmetric_self_product_is_computed_once_per_pair_and_equals_the_full_pr
     """On a symmetric pattern <h_i, h_j> is computed over the half row <= col and mirrored: the same values,
     bit for bit, as the full SDDMM and as a per-edge dot product."""
     from a2gnn.gnn.layers import _sddmm
-    from a2gnn.neighbours import grid_pairs, radius_offsets
+    from a2gnn.ops.neighbours import grid_pairs, radius_offsets
 
     edge_index = grid_pairs(5, 4, radius_offsets(2, include_self=True))
     csr, _ = EdgeCSR.from_edge_index(edge_index, 20)

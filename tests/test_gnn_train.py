@@ -7,9 +7,9 @@ import torch
 
 from a2gnn.gnn.model import A2GNN, GNNConfig
 from a2gnn.gnn.train import check_graph, collate, fit, image_seed, probs_to_grid, train_a2gnn, train_a2gnn_single
-from a2gnn.graph import ImageGraph
-from a2gnn.io import DataError
-from a2gnn.neighbours import grid_pairs, radius_offsets
+from a2gnn.graph.types import ImageGraph
+from a2gnn.core.io import DataError
+from a2gnn.ops.neighbours import grid_pairs, radius_offsets
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,18 +3,11 @@
 import numpy as np
 import pytest
 
-from a2gnn.config import ConfigError
-from a2gnn.datasets.voc import Annotation, Box
+from a2gnn.core.config import ConfigError
+from a2gnn.data.voc import Annotation, Box
 from a2gnn.seeds import grabcut as gc
-from a2gnn.seeds.grabcut import (
-    GrabCutConfig,
-    box_owner_map,
-    box_seeds,
-    box_union_mask,
-    compose_box_seeds,
-    grabcut_box_mask,
-    run_grabcut,
-)
+from a2gnn.data.boxes import box_owner_map, box_union_mask
+from a2gnn.seeds.grabcut import GrabCutConfig, box_seeds, compose_box_seeds, grabcut_box_mask, run_grabcut
 
 CFG = GrabCutConfig()
 
@@ -148,8 +141,8 @@ def test_job_on_a_large_photo_works_at_the_size_the_stages_see(tmp_path):
     M_B lines up with the CAM and the graphs; same result as GrabCut on the shrunk image directly."""
     from PIL import Image
 
-    from a2gnn.datasets.resize import resize_image
-    from a2gnn.io import read_label
+    from a2gnn.data.resize import resize_image
+    from a2gnn.core.io import read_label
 
     big, disc = disc_image(size=160, centre=(80, 72), radius=36)
     Image.fromarray(big).save(tmp_path / "photo.png")

@@ -8,21 +8,15 @@ import torch
 
 from a2gnn.affinity.losses import downsample_labels
 from a2gnn.affinity.model import AffinityNet
-from a2gnn.backbones import normalize_image
-from a2gnn.config import ConfigError
-from a2gnn.datasets.embedded import generate
-from a2gnn.datasets.voc import Annotation, Box, VOCDataset
-from a2gnn.graph import (
-    GraphConfig,
-    ImageGraph,
-    affinity_edges,
-    boxes_to_grid,
-    build_graphs,
-    build_image_graph,
-    normalize_node_features,
-    regulariser_pairs,
-)
-from a2gnn.io import DataError, read_label, write_label
+from a2gnn.data.transforms import normalize_image
+from a2gnn.core.config import ConfigError
+from a2gnn.data.embedded import generate
+from a2gnn.data.voc import Annotation, Box, VOCDataset
+from a2gnn.graph.build import boxes_to_grid, build_graphs, build_image_graph
+from a2gnn.graph.edges import affinity_edges, regulariser_pairs
+from a2gnn.graph.features import normalize_node_features
+from a2gnn.graph.types import GraphConfig, ImageGraph
+from a2gnn.core.io import DataError, read_label, write_label
 from conftest import tiny_embedded_config
 from helpers import DummyBackbone
 
@@ -229,7 +223,7 @@ def test_graph_config_validation():
 def test_node_feature_projection_keeps_the_gram_matrix_of_a_low_rank_x():
     """project_node_features against an exact reference: for rank(X) <= k the k principal coordinates have the
     same Gram matrix X X^T (all inner products, hence all cosines, between nodes); k = 0 or k >= D_g is X."""
-    from a2gnn.graph import project_node_features
+    from a2gnn.graph.features import project_node_features
 
     g = torch.Generator().manual_seed(3)
     x = torch.rand(60, 6, generator=g) @ torch.rand(6, 40, generator=g)  # rank 6, non-negative like Eq. 15's X

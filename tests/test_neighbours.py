@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from a2gnn.neighbours import grid_pairs, neighbour_gather, neighbour_reduce, neighbour_valid, radius_offsets, shift_map
+from a2gnn.ops.neighbours import grid_pairs, neighbour_gather, neighbour_reduce, neighbour_valid, radius_offsets, shift_map
 
 
 def brute_offsets(r, include_self, half):

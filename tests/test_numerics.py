@@ -1,4 +1,4 @@
-"""a2gnn.numerics: the kernel pin that makes outputs the same bytes on any x86-64 CPU with AVX2.
+"""a2gnn.core.numerics: the kernel pin that makes outputs the same bytes on any x86-64 CPU with AVX2.
 
 The demonstration runs a small convolutional training and numpy's transcendental/BLAS functions in fresh
 processes: without the pin a forced other CPU level changes the bytes; with it, whatever the environment
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from a2gnn import numerics
+from a2gnn.core import numerics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,7 @@ def test_native_avx512_differs_from_the_pin():
 
 
 def test_loading_torch_first_is_caught():
-    code = "import torch, a2gnn\nfrom a2gnn import numerics\nnumerics.check()"
+    code = "import torch, a2gnn\nfrom a2gnn.core import numerics\nnumerics.check()"
     env = {k: v for k, v in os.environ.items() if k not in numerics.PIN and k != numerics.SWITCH}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
     if numerics.applies() and "avx512f" in Path("/proc/cpuinfo").read_text():

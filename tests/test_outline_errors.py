@@ -1,11 +1,11 @@
-"""Outline-band error split (a2gnn/outline_errors.py, scripts/compare_labels.py) against loops and hand counts."""
+"""Outline-band error split (a2gnn/evaluation/outline_errors.py, scripts/compare_labels.py) against loops and hand counts."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from a2gnn.outline_errors import ErrorSplit, error_split, foreground_iou, outline_band
+from a2gnn.evaluation.outline_errors import ErrorSplit, error_split, foreground_iou, outline_band
 
 
 def band_by_loops(gt: np.ndarray, width: int) -> np.ndarray:
@@ -71,8 +71,8 @@ def test_compare_labels_script_on_a_tiny_dataset(tiny_voc, tmp_path, capsys):
 
     import yaml
 
-    from a2gnn.datasets import VOCDataset
-    from a2gnn.io import write_label
+    from a2gnn.data.voc import VOCDataset
+    from a2gnn.core.io import write_label
 
     dataset = VOCDataset(tiny_voc, "train")
     for name in ("a", "b"):

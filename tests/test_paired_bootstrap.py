@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from a2gnn.evaluation import ConfusionMatrix
-from a2gnn.paired_bootstrap import miou_of_counts, paired_bootstrap
+from a2gnn.evaluation.confusion import ConfusionMatrix
+from a2gnn.evaluation.paired_bootstrap import miou_of_counts, paired_bootstrap
 
 
 def _per_image_mats(preds, gts, num_classes):

@@ -99,14 +99,14 @@ def test_runtime_knobs_rerun_nothing_and_change_no_output(repo):
 @pytest.mark.parametrize(
     "module, expected",  # the stages that import the module; `dvc repro` then also reruns their downstream
     [
-        ("a2gnn/baseline.py", {"baseline"}),
+        ("a2gnn/pseudo_labels/baseline.py", {"baseline"}),
         ("a2gnn/gnn/layers.py", {"pseudo_labels"}),
-        ("a2gnn/graph.py", {"pseudo_labels", "random_walk"}),
-        ("a2gnn/label_eval.py", {"evaluate_seeds", "evaluate_pseudo_labels", "evaluate_deeplab"}),
-        ("a2gnn/seeds/grabcut.py", {"grabcut"}),  # the box geometry lives in a2gnn/boxes.py, not with GrabCut
-        ("a2gnn/boxes.py", {"grabcut", "seeds", "weak_seeds", "box_baselines", "instances", "train_maskrcnn",
+        ("a2gnn/graph/build.py", {"pseudo_labels", "random_walk"}),
+        ("a2gnn/evaluation/labels.py", {"evaluate_seeds", "evaluate_pseudo_labels", "evaluate_deeplab"}),
+        ("a2gnn/seeds/grabcut.py", {"grabcut"}),  # the box geometry lives in a2gnn/data/boxes.py, not with GrabCut
+        ("a2gnn/data/boxes.py", {"grabcut", "seeds", "weak_seeds", "box_baselines", "instances", "train_maskrcnn",
                             "train_maskrcnn_gt", "evaluate_maskrcnn", "figure", "evaluate_instances"}),
-        ("a2gnn/grabcut_crf.py", {"grabcut_crf", "pseudo_labels", "random_walk", "baseline"}),
+        ("a2gnn/pseudo_labels/grabcut_crf.py", {"grabcut_crf", "pseudo_labels", "random_walk", "baseline"}),
     ],
 )
 def test_editing_a_module_reports_exactly_its_importers_and_downstream(repo, module, expected):
@@ -170,7 +170,8 @@ def test_coco_input_runs_the_pipeline_from_params_alone(repo, tmp_path_factory):
     The tiny embedded data is converted to COCO's layout (annotations/instances_<split>.json + <split>/),
     with its own class names; `dataset.format: coco` and `dataset.root` are the only params changed.
     """
-    from a2gnn.datasets import VOCDataset, voc_to_coco
+    from a2gnn.data.coco import voc_to_coco
+    from a2gnn.data.voc import VOCDataset
 
     coco = tmp_path_factory.mktemp("coco_repo")
     for name in ("a2gnn", "stages", "dvc.yaml"):
@@ -204,12 +205,12 @@ def _restore(repo: Path) -> None:
 
 
 def test_an_ablation_table_is_one_command_on_the_tiny_profile(repo):
-    """``python -m a2gnn.ablations table4d --run`` queues the two GNN-only rows, runs them and prints the table:
+    """``python -m a2gnn.pipeline.ablations table4d --run`` queues the two GNN-only rows, runs them and prints the table:
     one Markdown row per ablation, each with our number, the paper's beside it."""
     import sys
 
     try:
-        out = run([sys.executable, "-m", "a2gnn.ablations", "table4d", "--run"], repo)
+        out = run([sys.executable, "-m", "a2gnn.pipeline.ablations", "table4d", "--run"], repo)
         table = (repo / "metrics" / "ablations" / "table4d.md").read_text()
         rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| row")]
         assert len(rows) == 3, table
@@ -226,7 +227,7 @@ def test_an_ablation_table_is_one_command_on_the_tiny_profile(repo):
 def test_scribble_supervision_runs_through_dvc(repo):
     """Table 5's scribble row on the tiny profile: the §7.1 seeds replace the box seeds for both networks, the CAM,
     GrabCut and box-seed stages are reused, and the pseudo labels and DeepLab come out of it."""
-    from a2gnn.ablations import WEAK, format_value
+    from a2gnn.pipeline.ablations import WEAK, format_value
 
     switches = [arg for key, value in WEAK("scribble").items() for arg in ("-S", f"{key}={format_value(value)}")]
     before = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a2gnn.io import DataError
-from a2gnn.profiles import apply_profile, main, merge_into, parse_set
+from a2gnn.core.io import DataError
+from a2gnn.pipeline.profiles import apply_profile, main, merge_into, parse_set
 
 ROOT = Path(__file__).resolve().parents[1]
 

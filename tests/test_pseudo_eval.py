@@ -1,5 +1,5 @@
-"""Pseudo instances scored against ground-truth instances (a2gnn/instance/pseudo_eval.py, stages/evaluate_instances.py)
-and the GrabCut + CRF competitor's soft label (a2gnn/grabcut_crf.py)."""
+"""Pseudo instances scored against ground-truth instances (a2gnn/evaluation/pseudo_instances.py, stages/evaluate_instances.py)
+and the GrabCut + CRF competitor's soft label (a2gnn/pseudo_labels/grabcut_crf.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from a2gnn.datasets.coco import COCODataset, CocoImage, CocoInstance, write_coco_instances
-from a2gnn.grabcut_crf import soft_label
-from a2gnn.instance.pseudo_eval import mask_iou, score_label_dirs, size_of
-from a2gnn.instance.pseudo_instances import InstanceConfig
-from a2gnn.io import DataError, write_label
+from a2gnn.data.coco import COCODataset, CocoImage, CocoInstance, write_coco_instances
+from a2gnn.pseudo_labels.postprocess import soft_label
+from a2gnn.evaluation.pseudo_instances import mask_iou, score_label_dirs, size_of
+from a2gnn.pseudo_labels.instances import InstanceConfig
+from a2gnn.core.io import DataError, write_label
 
 CLASSES = ("background", "cat", "dog")
 H, W = 120, 160
@@ -130,9 +130,9 @@ def test_stage_writes_metrics_and_table(tmp_path, monkeypatch):
 
 
 def test_grabcut_scorer_reads_m_b_and_names_bad_files(tmp_path):
-    from a2gnn.datasets.voc import Annotation, Box
-    from a2gnn.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
-    from a2gnn.pseudo_labels import fuse_scores
+    from a2gnn.data.voc import Annotation, Box
+    from a2gnn.pseudo_labels.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
+    from a2gnn.pseudo_labels.postprocess import fuse_scores
 
     ann = Annotation("a", 4, 3, (Box(0, 0, 2, 2, 2), Box(1, 1, 4, 3, 5)))
     m_b = np.array([[2, 2, 0, 0], [2, 5, 5, 255], [0, 5, 5, 5]], np.uint8)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from a2gnn.baseline import BaselineConfig, BaselineScorer, baseline_scores
-from a2gnn.config import ConfigError
-from a2gnn.crf import CRFConfig
-from a2gnn.datasets.voc import Annotation, Box
-from a2gnn.gnn.pseudo_labels import SeedCheckCounts
-from a2gnn.graph_nodes import grid_probs_to_image
-from a2gnn.pseudo_labels import (PostprocessConfig, box_constraint, finish_labels, generate_pseudo_labels,
+from a2gnn.pseudo_labels.baseline import BaselineConfig, BaselineScorer, baseline_scores
+from a2gnn.core.config import ConfigError
+from a2gnn.ops.crf import CRFConfig
+from a2gnn.data.voc import Annotation, Box
+from a2gnn.pseudo_labels.a2gnn import SeedCheckCounts
+from a2gnn.graph.nodes import grid_probs_to_image
+from a2gnn.pseudo_labels.postprocess import (PostprocessConfig, box_constraint, finish_labels, generate_pseudo_labels,
                                  image_channels, upsample_scores)
 from a2gnn.seeds.scores import save_cam_scores
 
@@ -161,7 +161,7 @@ class _PhotoReader:
         return self.root / f"{image_id}.png"
 
     def image(self, image_id):
-        from a2gnn.io import read_image
+        from a2gnn.core.io import read_image
 
         return read_image(self.image_path(image_id))
 
@@ -178,7 +178,7 @@ def _thing_everywhere(ids, annotations):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_original_resolution_uses_the_photos_own_boxes(tmp_path, workers):
-    from a2gnn.datasets.resize import ResizedDataset, to_original
+    from a2gnn.data.resize import ResizedDataset, to_original
 
     ds = ResizedDataset(_PhotoReader(tmp_path), max_side=8)
     assert ds.annotation("big").boxes[0] == Box(1, 0, 6, 4, label=1)
@@ -201,8 +201,8 @@ def test_original_resolution_uses_the_photos_own_boxes(tmp_path, workers):
 def _by_hand(reader, scores, crf, two_scale):
     """Labels of "big" at the original size, the steps written out: [CRF on the shrunk photo within the shrunk
     box,] bilinear up-sampling (torch), the photo's box, CRF on the photo."""
-    from a2gnn.crf import dense_crf
-    from a2gnn.datasets.resize import resize_image
+    from a2gnn.ops.crf import dense_crf
+    from a2gnn.data.resize import resize_image
 
     photo = reader.image("big")
     probs = scores / scores.sum(0)
@@ -222,7 +222,7 @@ def test_original_resolution_crf_follows_the_scores_upsampled(tmp_path, resoluti
     """With the CRF on, labels at the original size are the arg-max of the dense CRF of the bilinearly
     up-sampled, box-constrained probabilities (after a first CRF at the shrunk size for two_scale); a photo that
     was not shrunk gets the one CRF of ``working``."""
-    from a2gnn.datasets.resize import ResizedDataset
+    from a2gnn.data.resize import ResizedDataset
 
     reader = _PhotoReader(tmp_path)
     ds = ResizedDataset(reader, max_side=8)
@@ -241,8 +241,8 @@ def test_original_resolution_crf_follows_the_scores_upsampled(tmp_path, resoluti
 
 
 def test_original_resolution_names_a_photo_whose_size_disagrees_with_its_annotation(tmp_path):
-    from a2gnn.io import DataError
-    from a2gnn.pseudo_labels import finish_at_original
+    from a2gnn.core.io import DataError
+    from a2gnn.pseudo_labels.postprocess import finish_at_original
 
     path = tmp_path / "odd.png"
     _write_png(path, np.zeros((10, 10, 3), np.uint8))
@@ -253,7 +253,7 @@ def test_original_resolution_names_a_photo_whose_size_disagrees_with_its_annotat
 
 
 def test_postprocess_resolution_is_checked():
-    from a2gnn.config import ConfigError
+    from a2gnn.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"postprocess\] resolution='full'"):
         PostprocessConfig.from_params({"resolution": "full"})
@@ -265,10 +265,11 @@ def test_a_stage_on_shrunk_photos_writes_full_size_labels_and_two_scale_recovers
     truth than enlarging the shrunk labels (working), whose outlines are blocky."""
     import yaml
 
-    from a2gnn.config import DatasetConfig
-    from a2gnn.datasets import VOCDataset, open_dataset
-    from a2gnn.evaluation import ConfusionMatrix
-    from a2gnn.io import read_label
+    from a2gnn.core.config import DatasetConfig
+    from a2gnn.data.formats import open_dataset
+    from a2gnn.data.voc import VOCDataset
+    from a2gnn.evaluation.confusion import ConfusionMatrix
+    from a2gnn.core.io import read_label
     from conftest import load_stage
 
     small = open_dataset(DatasetConfig(root=str(tiny_voc), max_side=40), "train", tiny_voc)
@@ -296,7 +297,7 @@ def test_a_stage_on_shrunk_photos_writes_full_size_labels_and_two_scale_recovers
 def test_fill_empty_boxes_by_hand():
     """Three boxes on a 6 x 10 map, threshold 0.5: a filled box is left alone, an under-filled one takes M_B's
     object (only where M_B has its class), and a small box nested in a large under-filled one has the last word."""
-    from a2gnn.pseudo_labels import fill_empty_boxes
+    from a2gnn.pseudo_labels.postprocess import fill_empty_boxes
 
     label = np.zeros((6, 10), np.uint8)
     label[0:2, 0:3] = 1  # box A (class 1, 2 x 3): 6 of 6 pixels -> filled
@@ -323,8 +324,8 @@ def test_fill_empty_boxes_by_hand():
 def _shrunk_photos_with_m_b(tmp_path, m_b_of_size):
     """The two photos of :class:`_PhotoReader` shrunk by max_side 8, and an M_B folder of ``m_b_of_size(h, w)``
     label maps at the working size: (dataset, M_B folder)."""
-    from a2gnn.datasets.resize import ResizedDataset
-    from a2gnn.io import write_label
+    from a2gnn.data.resize import ResizedDataset
+    from a2gnn.core.io import write_label
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -339,8 +340,8 @@ def _shrunk_photos_with_m_b(tmp_path, m_b_of_size):
 def test_write_pseudo_labels_falls_back_to_m_b_at_the_photos_size(tmp_path):
     """min_box_fill with a shrunk photo: M_B (working size) enlarged by nearest neighbour fills the photo's own box;
     without M_B the config is refused before anything is written."""
-    from a2gnn.io import read_label
-    from a2gnn.pseudo_labels import write_pseudo_labels
+    from a2gnn.core.io import read_label
+    from a2gnn.pseudo_labels.postprocess import write_pseudo_labels
 
     ds, m_b = _shrunk_photos_with_m_b(tmp_path, lambda h, w: np.ones((h, w), np.uint8))  # M_B: "thing" everywhere
 
@@ -362,15 +363,15 @@ def test_write_pseudo_labels_falls_back_to_m_b_at_the_photos_size(tmp_path):
 
 
 def test_min_box_fill_is_checked():
-    from a2gnn.config import ConfigError
+    from a2gnn.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="min_box_fill"):
         PostprocessConfig.from_params({"min_box_fill": 1.5})
 
 
 def test_write_pseudo_labels_names_an_m_b_of_the_wrong_size(tmp_path):
-    from a2gnn.io import DataError, write_label
-    from a2gnn.pseudo_labels import write_pseudo_labels
+    from a2gnn.core.io import DataError, write_label
+    from a2gnn.pseudo_labels.postprocess import write_pseudo_labels
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -391,10 +392,10 @@ def test_fill_source_grabcut_crf_takes_the_grabcut_crf_stages_label(tmp_path):
     writes (computed here by that stage's path, GrabCutScorer through write_pseudo_labels), not M_B's."""
     import dataclasses
 
-    from a2gnn.datasets.resize import to_original
-    from a2gnn.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
-    from a2gnn.io import read_label
-    from a2gnn.pseudo_labels import write_pseudo_labels
+    from a2gnn.data.resize import to_original
+    from a2gnn.pseudo_labels.grabcut_crf import GrabCutCRFConfig, GrabCutScorer
+    from a2gnn.core.io import read_label
+    from a2gnn.pseudo_labels.postprocess import write_pseudo_labels
 
     holes = lambda h, w: (np.indices((h, w)).sum(axis=0) % 3 != 0).astype(np.uint8)  # thing, a hole every 3rd pixel
     ds, m_b = _shrunk_photos_with_m_b(tmp_path, holes)
@@ -431,8 +432,8 @@ def test_fill_source_is_checked():
 
 
 def test_grabcut_crf_fallback_names_an_m_b_with_a_foreign_class(tmp_path):
-    from a2gnn.io import DataError
-    from a2gnn.pseudo_labels import grabcut_crf_fallback
+    from a2gnn.core.io import DataError
+    from a2gnn.pseudo_labels.postprocess import grabcut_crf_fallback
 
     ds, _ = _shrunk_photos_with_m_b(tmp_path, lambda h, w: np.ones((h, w), np.uint8))
     a = ds.annotation("big")

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from a2gnn.config import ConfigError
-from a2gnn.random_walk import (
+from a2gnn.core.config import ConfigError
+from a2gnn.ops.grid import infer_stride
+from a2gnn.pseudo_labels.random_walk import (
     RandomWalkConfig,
     background_score,
     cam_to_grid,
-    infer_stride,
     propagate_cams,
     random_walk,
     random_walk_labels,

@@ -1,4 +1,4 @@
-"""The report (a2gnn.report, stages/report.py): built from small fake metric files it holds the tables beside the
+"""The report (a2gnn.reporting.report, stages/report.py): built from small fake metric files it holds the tables beside the
 paper's numbers, writes every figure dvc.yaml declares, and is byte-identical when run twice."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a2gnn import ablations, report
-from a2gnn.report import FIGURES, downstream, load_inputs, write_report
+from a2gnn.pipeline import ablations
+from a2gnn.reporting import report
+from a2gnn.reporting.report import FIGURES, downstream, load_inputs, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -146,7 +147,7 @@ def test_dvc_yaml_declares_every_figure_as_a_plot():
 
 def test_per_class_csv_with_an_absent_class_draws(tmp_path):
     """A class absent from a split has an empty IoU cell (label_eval's CSV): the figure is still drawn."""
-    from a2gnn import report
+    from a2gnn.reporting import report
 
     csv = tmp_path / "seeds.csv"
     csv.write_text("class,M_I,M_B\nbackground,0.9,0.8\ndisc,,\n")

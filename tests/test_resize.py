@@ -1,12 +1,12 @@
-"""Large images (a2gnn.datasets.resize): sizes, boxes rounded outwards, labels by nearest neighbour, pass-through."""
+"""Large images (a2gnn.data.resize): sizes, boxes rounded outwards, labels by nearest neighbour, pass-through."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from a2gnn.datasets.resize import ResizedDataset, original_gt, scale_box, scaled_size, to_original
-from a2gnn.datasets.voc import Annotation, Box
+from a2gnn.data.resize import ResizedDataset, original_gt, scale_box, scaled_size, to_original
+from a2gnn.data.voc import Annotation, Box
 
 
 @pytest.mark.parametrize(

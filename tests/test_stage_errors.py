@@ -8,8 +8,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from a2gnn.cli import run_stage
-from a2gnn.io import read_label, write_label
+from a2gnn.core.cli import run_stage
+from a2gnn.core.io import read_label, write_label
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = {"a": (56, 48), "b": (40, 44)}  # id -> (width, height)

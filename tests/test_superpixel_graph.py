@@ -10,19 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from a2gnn.config import ConfigError
-from a2gnn.consistency import box_nodes, box_seed_candidates, outside_boxes
-from a2gnn.datasets.embedded import generate
-from a2gnn.datasets.voc import Annotation, Box, VOCDataset
+from a2gnn.core.config import ConfigError
+from a2gnn.gnn.consistency import box_seed_candidates, outside_boxes
+from a2gnn.graph.nodes import box_nodes
+from a2gnn.data.embedded import generate
+from a2gnn.data.voc import Annotation, Box, VOCDataset
 from a2gnn.gnn.model import GNNConfig
-from a2gnn.gnn.pseudo_labels import A2GNNScorer, graph_probs_to_image
-from a2gnn.graph_nodes import grid_probs_to_image
+from a2gnn.pseudo_labels.a2gnn import A2GNNScorer, graph_probs_to_image
+from a2gnn.graph.nodes import grid_probs_to_image
 from a2gnn.gnn.train import collate, train_a2gnn
-from a2gnn.graph import GraphConfig, ImageGraph, build_image_graph, regulariser_pairs
-from a2gnn.graph_nodes import NODE_LAYOUTS, GridNodes, SuperpixelNodes
-from a2gnn.grid import GridMap
-from a2gnn.losses import box_lines
-from a2gnn.superpixels import (
+from a2gnn.graph.build import build_image_graph
+from a2gnn.graph.edges import regulariser_pairs
+from a2gnn.graph.types import GraphConfig, ImageGraph
+from a2gnn.graph.nodes import GridNodes, SuperpixelNodes
+from a2gnn.graph.types import NODE_LAYOUTS
+from a2gnn.ops.grid import GridMap
+from a2gnn.gnn.losses import box_lines
+from a2gnn.graph.superpixels import (
     pool_features,
     slic,
     superpixel_box_nodes,

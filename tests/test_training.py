@@ -1,4 +1,4 @@
-"""a2gnn.training: optimizer groups, poly schedule, checkpoints, resume — and the CAM / affinity trainings built
+"""a2gnn.core.training: optimizer groups, poly schedule, checkpoints, resume — and the CAM / affinity trainings built
 on them give the same weights as before (hashes frozen under the numerics pin, 1 thread; skipped without it)."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from a2gnn import numerics
+from a2gnn.core import numerics
 from a2gnn.affinity.train import build_affinity_net, fit_affinity
-from a2gnn.datasets.voc import VOCDataset
+from a2gnn.data.voc import VOCDataset
 from a2gnn.seeds.cam import train_cam_model
-from a2gnn.training import (
+from a2gnn.core.training import (
     Checkpointer,
     PolySchedule,
     build_optimizer,
@@ -100,7 +100,7 @@ def test_checkpointer_ignores_other_runs_and_writes_gitignore(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- unchanged results
-FROZEN = {  # torch 2.14.1 CPU, 1 thread, under the numerics pin (a2gnn/numerics.py: AVX2 kernels); Zen 3 and Zen 4
+FROZEN = {  # torch 2.14.1 CPU, 1 thread, under the numerics pin (a2gnn/core/numerics.py: AVX2 kernels); Zen 3 and Zen 4
     "cam_sgd": "a366c0f3c5545da5", "cam_adam_er": "5dcdf150ae14006a", "cam_adamw": "1a7b9a020a451121",
     "aff_adam": "5bc8be70a21bea66", "aff_sgd": "239f62a452dca0a2", "aff_epochs": "8f41f9362fb94004",
 }

@@ -1,4 +1,4 @@
-"""a2gnn.transforms (joint scale / flip / crop) and a2gnn.datasets.segmentation (labels from GT or a folder)."""
+"""a2gnn.data.transforms (joint scale / flip / crop) and a2gnn.data.segmentation (labels from GT or a folder)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from a2gnn.config import DatasetConfig
-from a2gnn.datasets import open_dataset
-from a2gnn.datasets.segmentation import SegmentationDataset
-from a2gnn.io import DataError, write_label
-from a2gnn.transforms import random_scale, train_transform
+from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import open_dataset
+from a2gnn.data.segmentation import SegmentationDataset
+from a2gnn.core.io import DataError, write_label
+from a2gnn.data.transforms import random_scale, train_transform
 
 
 def coded(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from a2gnn.datasets.coco import COCODataset
-from a2gnn.io import DataError
+from a2gnn.data.coco import COCODataset
+from a2gnn.core.io import DataError
 
 _SPEC = importlib.util.spec_from_file_location(
     "via_to_coco", Path(__file__).resolve().parents[1] / "scripts" / "via_to_coco.py"

@@ -1,4 +1,4 @@
-"""Tests of the VOC-layout reader (a2gnn.datasets.voc) on hand-written fixtures."""
+"""Tests of the VOC-layout reader (a2gnn.data.voc) on hand-written fixtures."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from a2gnn.datasets.voc import VOC_CLASSES, Box, VOCDataset, load_class_names, parse_voc_xml
-from a2gnn.io import DataError, write_label
+from a2gnn.data.voc import VOC_CLASSES, Box, VOCDataset, load_class_names, parse_voc_xml
+from a2gnn.core.io import DataError, write_label
 
 W, H = 12, 8
 

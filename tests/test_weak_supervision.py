@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import yaml
 
-from a2gnn.cli import run_stage
-from a2gnn.config import ConfigError
-from a2gnn.datasets.voc import VOCDataset
+from a2gnn.core.cli import run_stage
+from a2gnn.core.config import ConfigError
+from a2gnn.data.voc import VOCDataset
 from a2gnn.gnn.model import GNNConfig
-from a2gnn.io import DataError, read_label, write_json, write_label
-from a2gnn.pseudo_labels import PostprocessConfig, fuse_scores
+from a2gnn.core.io import DataError, read_label, write_json, write_label
+from a2gnn.pseudo_labels.postprocess import PostprocessConfig, fuse_scores
 from a2gnn.seeds import weak
 from a2gnn.seeds.weak import ImageInputs
-from a2gnn.supervision import (
+from a2gnn.data.supervision import (
     SUPERVISION_TYPES,
     SupervisionRecord,
     WeakConfig,
@@ -24,7 +24,7 @@ from a2gnn.supervision import (
     read_supervision_record,
     supervision_record,
 )
-from a2gnn.weak_labels import (expand_by_superpixels, image_rng, merge_seeds, synthetic_points,
+from a2gnn.data.weak_labels import (expand_by_superpixels, image_rng, merge_seeds, synthetic_points,
                                synthetic_scribbles)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 r"""Losses of the affinity CNN (paper §4.3.1, Eq. 6-13) and the grid resampling they rely on.
 
-All pair quantities are dense maps over the radius-r neighbourhood (see :mod:`a2gnn.neighbours`): for offsets
+All pair quantities are dense maps over the radius-r neighbourhood (see :mod:`a2gnn.ops.neighbours`): for offsets
 ``(K, 2)`` a pair map has shape ``(B, K, h, w)`` and entry ``[b, k, y, x]`` is the pair
 ``i = (y, x)``, ``j = (y + dy_k, x + dx_k)``. The training code uses the half disc without ``(0, 0)`` (each
 unordered pair once): ``D`` and ``G`` are symmetric, so averages over the half disc equal those over all
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from a2gnn.io import IGNORE_INDEX
-from a2gnn.neighbours import neighbour_gather, neighbour_reduce, neighbour_valid
+from a2gnn.core.io import IGNORE_INDEX
+from a2gnn.ops.neighbours import neighbour_gather, neighbour_reduce, neighbour_valid
 
 LOG_EPS = 1e-5
 """Added inside the logs of Eq. (10) (as PSA does) so that D = 0 or 1 keeps a finite loss and a gradient."""
@@ -134,7 +134,7 @@ def feature_distance(f_a: Tensor, offsets: Tensor) -> Tensor:
     r"""Normalised L1 feature distance :math:`\|F_A(i) - F_A(j)\|_1 / d_A` (inside Eq. 8 and Eq. 12).
 
     Entries whose neighbour leaves the grid are meaningless (compared with zeros); mask them with
-    :func:`a2gnn.neighbours.neighbour_valid`.
+    :func:`a2gnn.ops.neighbours.neighbour_valid`.
 
     Shapes: f_a (B, d_A, h, w), offsets (K, 2) -> (B, K, h, w).
     """

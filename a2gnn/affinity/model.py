@@ -15,14 +15,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from a2gnn.backbones import Backbone
+from a2gnn.backbones.base import Backbone
 
 
 class AffinityNet(nn.Module):
     """Backbone + tap reductions + fusion conv -> F_A.
 
     Args:
-        backbone: a :class:`a2gnn.backbones.Backbone` (three taps at one stride).
+        backbone: a :class:`a2gnn.backbones.base.Backbone` (three taps at one stride).
         reduce_channels: output channels of the three 1x1 reductions (paper: 64, 128, 256).
         embed_channels: d_A, channels of F_A (paper: 448).
 

@@ -39,15 +39,17 @@ from a2gnn.affinity.losses import (
     pair_gaussian_kernel,
 )
 from a2gnn.affinity.model import AffinityNet
-from a2gnn.backbones import BackboneConfig, build_backbone, normalize_image
-from a2gnn.cli import progress
-from a2gnn.config import Config, ConfigError
-from a2gnn.datasets.voc import VOCDataset
-from a2gnn.io import IGNORE_INDEX, DataError, load_torch, read_label, save_torch
-from a2gnn.neighbours import neighbour_gather, neighbour_valid, radius_offsets
-from a2gnn import distributed
-from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_files, fingerprint, param_groups
-from a2gnn.transforms import crop_window, paste_window
+from a2gnn.data.labels import load_seed_pair
+from a2gnn.backbones.base import BackboneConfig, build_backbone
+from a2gnn.data.transforms import normalize_image
+from a2gnn.core.cli import progress
+from a2gnn.core.config import Config, ConfigError
+from a2gnn.data.voc import VOCDataset
+from a2gnn.core.io import IGNORE_INDEX, DataError, load_torch, save_torch
+from a2gnn.ops.neighbours import neighbour_gather, neighbour_valid, radius_offsets
+from a2gnn.core import distributed
+from a2gnn.core.training import Checkpointer, PolySchedule, build_optimizer, digest_files, fingerprint, param_groups
+from a2gnn.data.transforms import crop_window, paste_window
 
 log = logging.getLogger(__name__)
 
@@ -126,23 +128,6 @@ class AffinityBatch(NamedTuple):
     colours: Tensor  # (B, 3, h, w) Cor(.) of Eq. (13): crop colours in [0, 1], area-averaged onto the grid
     m_g: Tensor  # (B, h, w) int64 M'_g, 255 = unknown (and padding)
     valid: Tensor  # (B, h, w) bool, grid cell lies on the image (not on the crop's padding)
-
-
-def load_seed_pair(dataset: VOCDataset, seed_dir: os.PathLike | str, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """Image (H, W, 3) uint8 and its seed label map (H, W) uint8 from ``seed_dir/<id>.png``.
-
-    A seed map whose size differs from the image raises DataError naming the seed file.
-    """
-    image = dataset.image(image_id)
-    path = Path(seed_dir) / f"{image_id}.png"
-    seed = read_label(path)
-    if seed.shape != image.shape[:2]:
-        raise DataError(path, f"seed map is {_size(seed)}, image is {_size(image)}")
-    return image, seed
-
-
-def _size(array: np.ndarray) -> str:
-    return f"{array.shape[1]}x{array.shape[0]}"
 
 
 def make_batch(
@@ -238,7 +223,7 @@ def fit_affinity(
     dropout from ``torch.manual_seed(seed)``). ``steps`` caps the number of optimiser steps (tests); the poly
     schedule runs over ``cfg.epochs`` epochs (or ``steps``). Returns the per-step loss terms (of this run:
     a resumed run returns those of the epochs it trained). With ``checkpoint_dir`` (e.g.
-    ``checkpoints/affinity``, see :mod:`a2gnn.training`) the state is saved after every epoch and a rerun
+    ``checkpoints/affinity``, see :mod:`a2gnn.core.training`) the state is saved after every epoch and a rerun
     with the same config, seed, ``steps`` and ``run_id`` (e.g. the image ids) resumes from it.
     ``on_epoch(epoch, mean_loss)`` is called after each (saved) epoch.
     """
@@ -314,7 +299,7 @@ def train_affinity(
 
     Every seed file must exist (checked before training: a missing one raises DataError naming it).
     ``checkpoint_dir`` (e.g. ``checkpoints/affinity``): resumable per-epoch checkpoints, valid for the same
-    config, seed, image files and seed files (:mod:`a2gnn.training`).
+    config, seed, image files and seed files (:mod:`a2gnn.core.training`).
     """
     ids = list(dataset.ids)
     check_seed_files(dataset, seed_dir)
@@ -342,9 +327,9 @@ class AffinityJob(distributed.StageJob):
 
 def run_affinity_job(job: AffinityJob) -> None:
     """One rank of the stage: train; rank 0 saves the model and clears the resumable checkpoint. Run it through
-    :func:`a2gnn.distributed.launch`."""
-    from a2gnn.datasets import open_dataset
-    from a2gnn.training import clear_checkpoint
+    :func:`a2gnn.core.distributed.launch`."""
+    from a2gnn.data.formats import open_dataset
+    from a2gnn.core.training import clear_checkpoint
 
     logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.WARNING, format="%(message)s")
     dataset = open_dataset(job.dataset, job.dataset.train_split, job.data_root)

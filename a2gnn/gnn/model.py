@@ -17,9 +17,11 @@ function:
 Both draw their initial parameters with :func:`init_parameters` from a per-image generator, so
 ``BatchedA2GNN`` slice b equals ``A2GNN`` built from the same generator.
 
-The L propagation layers are chosen by ``GNNConfig.layer_type`` (Fig. 7) through :data:`LAYER_STACKS`, one
-function per kind that both modules call: "a2gnn" (Eq. 18), "agnn" (Eq. 18 without the edge term), "gcn"
-(Kipf & Welling on the affinity edges) and "gat" (Veličković et al., :mod:`a2gnn.gnn.gat`).
+The L propagation layers are chosen by ``GNNConfig.layer_type`` (Fig. 7) through the :data:`LAYER_KINDS`
+registry: one :class:`LayerKind` per kind holds the function both modules call, the extra parameters it draws and
+its attention terms: "a2gnn" (Eq. 18), "agnn" (Eq. 18 without the edge term), "gcn" (Kipf & Welling on the
+affinity edges) and "gat" (Veličković et al., :mod:`a2gnn.gnn.gat`). Adding a kind is one stack function, one
+``LAYER_KINDS.add`` and one test (docs/ARCHITECTURE.md, "How to add a GNN layer").
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import typing
 import torch
 from torch import Tensor, nn
 
-from a2gnn.config import Config
+from a2gnn.core.config import Config
+from a2gnn.core.registry import Registry
 from a2gnn.gnn.gat import gat_layer, per_image_matmul
 from a2gnn.gnn.layers import EdgeCSR, affinity_attention, propagate
 
-LAYER_TYPES = ("a2gnn", "agnn", "gcn", "gat")
 CONSISTENCY_SCALES = ("background", "absolute", "nearest")
 CE_RESOLUTIONS = ("grid", "image")
 SEED_MAPS = ("M_g", "M_F", "weak/gnn", "weak/affinity")  # outputs/seeds/<name>; weak/*: §7.1, stages/weak_seeds.py
@@ -75,7 +77,7 @@ class GNNConfig(Config):
     # false: Eq. 21 (mean over V^l); true: bg and fg seeds averaged separately, then summed (authors' code)
     class_balanced_ce: bool = False
     # where Eq. 21 is evaluated: "grid" = on the nodes against M_g down-sampled to the grid; "image" = node
-    # log-probabilities bilinearly up-sampled to the image (a2gnn.grid, as at inference) against the full-
+    # log-probabilities bilinearly up-sampled to the image (a2gnn.ops.grid, as at inference) against the full-
     # resolution M_g (paper §5: losses at the original resolution)
     ce_resolution: str = "grid"
     mp_unique_nodes: bool = True  # K_j of Eq. 24 as a set (a node picked by a row and a column counts once)
@@ -92,7 +94,7 @@ class GNNConfig(Config):
     consistency_cumulative: bool = False  # false: each iteration filters the ORIGINAL M_g; true: removals accumulate
     # --- pseudo labels (our choice for photos; 0 = the paper) ---
     # share of GrabCut's pixel-level soft label (M_B, grabcut_crf.confidence) in the scores before the CRF: the
-    # node grid (stride 8) is coarser than small objects, GrabCut works on pixels (a2gnn.grabcut_crf)
+    # node grid (stride 8) is coarser than small objects, GrabCut works on pixels (a2gnn.pseudo_labels.grabcut_crf)
     grabcut_fusion: float = 0.0
 
     def validate(self) -> None:
@@ -100,7 +102,7 @@ class GNNConfig(Config):
         self.check(self.layers >= 0, "layers", ">= 0")
         self.check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)")
         self.check(self.beta >= 0.0, "beta", ">= 0")
-        self.check(self.layer_type in LAYER_TYPES, "layer_type", f"one of {LAYER_TYPES}")
+        self.check(self.layer_type in LAYER_KINDS, "layer_type", f"one of {LAYER_KINDS.names()}")
         self.check(self.seeds in SEED_MAPS, "seeds", f"one of {SEED_MAPS}")
         self.check(self.use_cos_term or self.use_edge_term, "use_cos_term", "true when use_edge_term is false")
         self.check(self.lr > 0.0, "lr", "> 0")
@@ -115,10 +117,8 @@ class GNNConfig(Config):
 
     @property
     def attention_terms(self) -> tuple[bool, bool]:
-        """(use_cos_term, use_edge_term) of the attention layers; "agnn" drops the edge term."""
-        if self.layer_type == "agnn":
-            return True, False
-        return self.use_cos_term, self.use_edge_term
+        """(use_cos_term, use_edge_term) of the attention layers, as the layer kind reads them ("agnn": no edge)."""
+        return LAYER_KINDS[self.layer_type].attention_terms(self)
 
 
 def glorot(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
@@ -132,35 +132,26 @@ def init_parameters(in_dim: int, num_classes: int, cfg: GNNConfig,
     """Initial parameters of one image's network, drawn in a fixed order from ``generator``.
 
     W^0 (D, F) and W^{L+1} (F, C) Glorot-uniform (the paper does not say; this is GCN's choice), the
-    attention scalars w^l (L,) uniform in [0, 1] (authors' code), for ``layer_type="gcn"`` the layer
-    weights ``gcn_weight`` (L, F, F) Glorot-uniform, and for ``layer_type="gat"`` the layer weights
-    ``gat_weight`` (L, F, F) Glorot-uniform and the attention vectors ``gat_att`` (L, 2, F) (``[l, 0]`` =
-    a_src, ``[l, 1]`` = a_dst) uniform in ±sqrt(6 / (F + 1)), Glorot's bound for GAT's (F, 1) attention
-    kernel. Always drawn in the order W^0, w, [gcn weights], W^{L+1}, [gat weights, gat attention]: the GAT
-    draws come last so that the other layer types draw exactly what they drew before GAT was added. ``w`` is
-    drawn (and unused) for "gcn" and "gat" too.
+    attention scalars w^l (L,) uniform in [0, 1] (authors' code), and the layer kind's own parameters
+    (:class:`LayerKind`): drawn in the order W^0, w, ``kind.draw_before_output``, W^{L+1},
+    ``kind.draw_after_output`` (GAT draws last, so the other kinds draw exactly what they drew before GAT was
+    added). ``w`` is drawn (and unused) for "gcn" and "gat" too.
     """
+    kind = LAYER_KINDS[cfg.layer_type]
     params = {
         "W0": glorot((in_dim, cfg.hidden), generator),
         "w": torch.rand((cfg.layers,), generator=generator),
     }
-    if cfg.layer_type == "gcn":
-        params["gcn_weight"] = glorot((cfg.layers, cfg.hidden, cfg.hidden), generator)
+    params.update(kind.draw_before_output(cfg, generator))
     params["W_out"] = glorot((cfg.hidden, num_classes), generator)
-    if cfg.layer_type == "gat":
-        params["gat_weight"] = glorot((cfg.layers, cfg.hidden, cfg.hidden), generator)
-        bound = math.sqrt(6.0 / (cfg.hidden + 1))
-        params["gat_att"] = (torch.rand((cfg.layers, 2, cfg.hidden), generator=generator) * 2.0 - 1.0) * bound
+    params.update(kind.draw_after_output(cfg, generator))
     return params
 
 
-PARAMETER_NAMES = ("W0", "w", "gcn_weight", "W_out", "gat_weight", "gat_att")
-"""Every parameter :func:`init_parameters` may return, in registration order (absent ones are None)."""
-
-
 def _register_parameters(module: nn.Module, params: dict[str, Tensor]) -> None:
-    for name in PARAMETER_NAMES:
-        setattr(module, name, nn.Parameter(params[name]) if name in params else None)
+    """Each parameter as an ``nn.Parameter`` attribute of ``module``, in the order drawn."""
+    for name, value in params.items():
+        setattr(module, name, nn.Parameter(value))
 
 
 def draw_dropout_mask(shape: tuple[int, ...], rate: float, generator: torch.Generator | None) -> Tensor:
@@ -221,7 +212,7 @@ class A2GNN(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, cfg: GNNConfig, generator: torch.Generator | None = None):
         super().__init__()
         self.cfg = cfg
-        # W0, w (w^l of Eq. 18, one scalar per layer), gcn_weight, W_out, gat_weight, gat_att (None if unused)
+        # W0, w (w^l of Eq. 18, one scalar per layer), W_out and the layer kind's own (gcn_weight, gat_*)
         _register_parameters(self, init_parameters(in_dim, num_classes, cfg, generator))
         self.use_cos, self.use_edge = cfg.attention_terms
 
@@ -230,16 +221,15 @@ class A2GNN(nn.Module):
         h = embedding(x, self.W0)
         if dropout_mask is not None:
             h = h * dropout_mask
-        h = LAYER_STACKS[self.cfg.layer_type](self, h, csr, edge_weight, None)
+        h = LAYER_KINDS[self.cfg.layer_type].stack(self, h, csr, edge_weight, None)
         return output_log_probs(h, self.W_out, class_mask), h
 
 
 class BatchedA2GNN(nn.Module):
     r"""B independent A²GNNs evaluated together; slice b of every parameter belongs to image b.
 
-    Parameters: W0 (B, D, F), w (B, L), gcn_weight (B, L, F, F) or None, W_out (B, F, C), gat_weight
-    (B, L, F, F) or None, gat_att (B, L, 2, F) or None; slice b is :func:`init_parameters` drawn from
-    ``generators[b]``.
+    Parameters: W0 (B, D, F), w (B, L), W_out (B, F, C) and the layer kind's own (gcn_weight (B, L, F, F);
+    gat_weight (B, L, F, F), gat_att (B, L, 2, F)); slice b is :func:`init_parameters` drawn from ``generators[b]``.
 
     ``forward(x, csr, edge_weight, edge_image, dropout_mask=None, class_mask=None) -> (log O, H^{L+1})``
     where the nodes are padded per image (node n of image b has flat id b * N_max + n) and ``csr`` joins
@@ -263,7 +253,7 @@ class BatchedA2GNN(nn.Module):
         if dropout_mask is not None:
             h = h * dropout_mask
         h = h.reshape(b * n_max, -1)
-        h = LAYER_STACKS[self.cfg.layer_type](self, h, csr, edge_weight, edge_image)
+        h = LAYER_KINDS[self.cfg.layer_type].stack(self, h, csr, edge_weight, edge_image)
         log_probs = output_log_probs(h.view(b, n_max, -1), self.W_out, class_mask)
         return log_probs.reshape(b * n_max, -1), h
 
@@ -306,8 +296,46 @@ def _gat_layers(m: Model, h: Tensor, csr: EdgeCSR, edge_weight: Tensor, edge_ima
     return h
 
 
-LAYER_STACKS: dict[str, typing.Callable[..., Tensor]] = {
-    "a2gnn": _affinity_layers, "agnn": _affinity_layers, "gcn": _gcn_layers, "gat": _gat_layers,
-}
-"""layer_type -> the function running the L propagation layers (both modules)."""
-assert tuple(LAYER_STACKS) == LAYER_TYPES
+def _no_parameters(cfg: GNNConfig, generator: torch.Generator | None) -> dict[str, Tensor]:
+    return {}
+
+
+def _configured_terms(cfg: GNNConfig) -> tuple[bool, bool]:
+    return cfg.use_cos_term, cfg.use_edge_term
+
+
+def _gcn_parameters(cfg: GNNConfig, generator: torch.Generator | None) -> dict[str, Tensor]:
+    """``gcn_weight`` (L, F, F), Glorot-uniform."""
+    return {"gcn_weight": glorot((cfg.layers, cfg.hidden, cfg.hidden), generator)}
+
+
+def _gat_parameters(cfg: GNNConfig, generator: torch.Generator | None) -> dict[str, Tensor]:
+    """``gat_weight`` (L, F, F) Glorot-uniform and ``gat_att`` (L, 2, F) (``[l, 0]`` = a_src, ``[l, 1]`` = a_dst)
+    uniform in ±sqrt(6 / (F + 1)), Glorot's bound for GAT's (F, 1) attention kernel."""
+    weight = glorot((cfg.layers, cfg.hidden, cfg.hidden), generator)
+    bound = math.sqrt(6.0 / (cfg.hidden + 1))
+    att = (torch.rand((cfg.layers, 2, cfg.hidden), generator=generator) * 2.0 - 1.0) * bound
+    return {"gat_weight": weight, "gat_att": att}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerKind:
+    """One ``gnn.layer_type`` (Fig. 7): everything that differs between kinds of propagation layer.
+
+    ``stack(model, h, csr, edge_weight, edge_image) -> H^{L+1}`` runs the L layers for both modules;
+    ``draw_before_output`` / ``draw_after_output`` draw the kind's own parameters (name -> (L, ...) tensor) from
+    the image's generator, before / after W^{L+1}; ``attention_terms(cfg)`` -> (use_cos_term, use_edge_term).
+    """
+
+    stack: typing.Callable[..., Tensor]
+    draw_before_output: typing.Callable[[GNNConfig, torch.Generator | None], dict[str, Tensor]] = _no_parameters
+    draw_after_output: typing.Callable[[GNNConfig, torch.Generator | None], dict[str, Tensor]] = _no_parameters
+    attention_terms: typing.Callable[[GNNConfig], tuple[bool, bool]] = _configured_terms
+
+
+LAYER_KINDS: Registry[LayerKind] = Registry("GNN layer kind")
+"""``gnn.layer_type`` -> :class:`LayerKind`."""
+LAYER_KINDS.add("a2gnn", LayerKind(_affinity_layers))
+LAYER_KINDS.add("agnn", LayerKind(_affinity_layers, attention_terms=lambda cfg: (True, False)))
+LAYER_KINDS.add("gcn", LayerKind(_gcn_layers, draw_before_output=_gcn_parameters))
+LAYER_KINDS.add("gat", LayerKind(_gat_layers, draw_after_output=_gat_parameters))

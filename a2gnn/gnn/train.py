@@ -14,13 +14,13 @@ Schedule (§5): ``epochs`` full-graph steps; the first ``first_phase_epochs`` us
 
 L_ce (Eq. 21) is evaluated on the node grid (``ce_resolution="grid"``, default) or, as the paper's §5 says, at
 the image's resolution (``"image"``): the node output is bilinearly up-sampled with the inference mapping of
-:mod:`a2gnn.grid` to the labelled pixels of the full-size M_g. Consistency checking works on nodes in both
+:mod:`a2gnn.ops.grid` to the labelled pixels of the full-size M_g. Consistency checking works on nodes in both
 cases; in "image" mode a pixel seed is dropped when the seed of its cell's node was dropped and the pixel
 carries that node's label.
 
 Nodes need not be grid cells (``graph.nodes``, Table 4(c)): everything that depends on what a node is (box lines
 of L_mp, nodes inside a box for Eq. 27-28, image-resolution taps) comes from the graph's
-:class:`a2gnn.graph_nodes.NodeLayout` (``graph.layout``), so superpixel graphs train with the same losses.
+:class:`a2gnn.graph.nodes.NodeLayout` (``graph.layout``), so superpixel graphs train with the same losses.
 
 Diagnostics: ``train_a2gnn(..., return_diagnostics=True)`` also returns one :class:`SeedDiagnostics` per image
 with the node seeds before checking, the labels L_ce used in the final epoch and which seeds Eq. 28 examined,
@@ -36,14 +36,14 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from a2gnn.consistency import (background_prototypes, box_prototypes, candidate_background_distance,
+from a2gnn.gnn.consistency import (background_prototypes, box_prototypes, candidate_background_distance,
                                consistency_check, distance_scale, member_seed_candidates, nodes_outside)
 from a2gnn.gnn.layers import EdgeCSR
 from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, draw_dropout_mask
-from a2gnn.graph import ImageGraph
-from a2gnn.io import IGNORE_INDEX, DataError
-from a2gnn.parallel import parallel_map
-from a2gnn.losses import (box_lines, cross_entropy_image_loss, cross_entropy_loss, multi_point_loss,
+from a2gnn.graph.types import ImageGraph
+from a2gnn.core.io import IGNORE_INDEX, DataError
+from a2gnn.core.parallel import parallel_map
+from a2gnn.gnn.losses import (box_lines, cross_entropy_image_loss, cross_entropy_loss, multi_point_loss,
                           multi_point_sets, regularized_loss, select_multi_points, total_loss)
 
 Forward = Callable[[Tensor | None], tuple[Tensor, Tensor]]
@@ -443,7 +443,7 @@ def train_a2gnn(graphs: Sequence[ImageGraph], cfg: GNNConfig, num_classes: int, 
     """Train one A²GNN per graph, ``batch_images`` graphs per optimisation; same result as the per-image loop.
 
     Graphs are grouped by size (sorted by node count, then id) to keep padding small. ``progress`` may wrap
-    the iterable of batches (e.g. ``a2gnn.cli.progress``). ``workers > 1`` trains the batches in that many
+    the iterable of batches (e.g. ``a2gnn.core.cli.progress``). ``workers > 1`` trains the batches in that many
     single-threaded processes (on a shared CPU this beats intra-op threads, whose spinning barriers stall when
     another process holds a core), or with ``device="cuda"`` and several GPUs spreads them over the GPUs
     (:func:`shard_devices`); the result does not change.

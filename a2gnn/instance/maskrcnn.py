@@ -1,7 +1,7 @@
 r"""detectron2 Mask R-CNN (He et al., ICCV 2017) trained on pseudo instance masks, paper §5 / Tables 2-3.
 
 The paper trains Mask R-CNN with a ResNet-101 FPN backbone on the instance masks of §5
-(:mod:`a2gnn.instance.pseudo_instances`). Here the network is detectron2's, built from its model-zoo config
+(:mod:`a2gnn.pseudo_labels.instances`). Here the network is detectron2's, built from its model-zoo config
 (``maskrcnn.zoo_config``, default ``COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml``) with the
 ``maskrcnn`` section on top (:func:`build_d2_config`: defaults -> zoo YAML -> our keys -> freeze).
 
@@ -47,14 +47,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from a2gnn.backbones import IMAGENET_WEIGHTS
-from a2gnn.config import Config
-from a2gnn.efficientnet import LITE_VARIANTS
+from a2gnn.backbones.base import IMAGENET_WEIGHTS
+from a2gnn.core.config import Config
+from a2gnn.backbones.efficientnet import LITE_VARIANTS
 from a2gnn.instance import lite_fpn
-from a2gnn.datasets.coco import CocoInstance, encode_mask, voc_to_coco, write_coco_instances
-from a2gnn.io import DataError, load_torch, save_torch
-from a2gnn import distributed
-from a2gnn.training import checkpoint_dir, fingerprint, live_curves
+from a2gnn.data.coco import CocoInstance, encode_mask, voc_to_coco, write_coco_instances
+from a2gnn.core.io import DataError, load_torch, save_torch
+from a2gnn.core import distributed
+from a2gnn.core.training import checkpoint_dir, fingerprint, live_curves
 
 log = logging.getLogger(__name__)
 
@@ -205,14 +205,14 @@ def build_d2_config(cfg: MaskRCNNConfig, num_classes: int, device: str = "cpu", 
 def write_gt_instances(dataset, path: os.PathLike | str) -> None:
     """Ground-truth instance masks of a split as our COCO JSON (image id = position + 1, category id = label).
 
-    VOC layout: :func:`a2gnn.datasets.coco.voc_to_coco` (difficult objects -> ``iscrowd``, ignored by COCO
+    VOC layout: :func:`a2gnn.data.coco.voc_to_coco` (difficult objects -> ``iscrowd``, ignored by COCO
     evaluation). COCO reader: its (non-crowd) instance masks. Same image ids and file names as
-    :func:`a2gnn.instance.pseudo_instances.coco_images`.
+    :func:`a2gnn.pseudo_labels.instances.coco_images`.
     """
     if not hasattr(dataset, "instance_masks"):
         voc_to_coco(dataset, path)
         return
-    from a2gnn.instance.pseudo_instances import coco_images
+    from a2gnn.pseudo_labels.instances import coco_images
 
     images, instances = coco_images(dataset), []
     for img, image_id in zip(images, dataset.ids):
@@ -288,7 +288,7 @@ def _prepare_checkpoints(directory: Path, run: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     ignore = directory.parent / ".gitignore"
     if directory.parent.name == "checkpoints" and not ignore.exists():
-        ignore.write_text("# resumable training checkpoints (a2gnn.training): never committed\n*\n")
+        ignore.write_text("# resumable training checkpoints (a2gnn.core.training): never committed\n*\n")
     stamp = directory / FINGERPRINT_FILE
     if stamp.is_file() and stamp.read_text() != run:
         log.warning("%s: checkpoint of another run (config, seed or data differ): starting over", directory)
@@ -298,7 +298,7 @@ def _prepare_checkpoints(directory: Path, run: str) -> None:
 
 def clear_checkpoints(directory: os.PathLike | str | None) -> None:
     """Delete the resumable checkpoint in ``directory`` (after the final weights are written; see
-    :func:`a2gnn.training.clear_checkpoint` for why none is kept after success)."""
+    :func:`a2gnn.core.training.clear_checkpoint` for why none is kept after success)."""
     if directory is None or not Path(directory).is_dir():
         return
     for path in Path(directory).glob("model_*.pth"):
@@ -323,7 +323,7 @@ def train_maskrcnn(
     iterations. ``checkpoints``: resume folder (None: no checkpoints). ``stop_after``: stop after this many
     iterations in total (tests simulate an interruption with it).
 
-    Under :func:`a2gnn.distributed.launch` every rank calls this: each computes its share of every batch
+    Under :func:`a2gnn.core.distributed.launch` every rank calls this: each computes its share of every batch
     (same samples and augmentations as one process), DDP averages the gradients, rank 0 alone logs
     (``log_fn``) and writes checkpoints.
     """
@@ -412,9 +412,9 @@ def train_records(job: TrainJob, name: str = "a2gnn_train") -> tuple[list[str], 
     Raises DataError naming a missing or malformed JSON (called once in the launching process to fail early)."""
     import tempfile
 
-    from a2gnn.datasets import open_dataset
-    from a2gnn.datasets.resize import unwrap
-    from a2gnn.instance.pseudo_instances import image_root
+    from a2gnn.data.formats import open_dataset
+    from a2gnn.data.resize import unwrap
+    from a2gnn.pseudo_labels.instances import image_root
 
     # the photos as they are, whatever dataset.max_side: detectron2 resizes them itself (INPUT.MIN_SIZE_*)
     train = unwrap(open_dataset(job.dataset, job.dataset.train_split, job.data_root))
@@ -430,7 +430,7 @@ def train_records(job: TrainJob, name: str = "a2gnn_train") -> tuple[list[str], 
 
 def run_train_job(job: TrainJob) -> None:
     """One rank of the stage: train; rank 0 also logs the losses (dvclive), saves the weights and clears the
-    resumable checkpoint. Run it through :func:`a2gnn.distributed.launch`."""
+    resumable checkpoint. Run it through :func:`a2gnn.core.distributed.launch`."""
     logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.WARNING, format="%(message)s")
     classes, records = train_records(job)
     if not distributed.is_main():

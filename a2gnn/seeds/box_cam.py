@@ -35,7 +35,7 @@ BOX_FIELDS = 5
 
 
 def boxes_array(boxes: Sequence) -> np.ndarray:
-    """:class:`a2gnn.datasets.voc.Box` objects -> (n, 5) float64 rows ``x1, y1, x2, y2, label``."""
+    """:class:`a2gnn.data.voc.Box` objects -> (n, 5) float64 rows ``x1, y1, x2, y2, label``."""
     rows = [[b.x1, b.y1, b.x2, b.y2, b.label] for b in boxes]
     return np.asarray(rows, dtype=np.float64).reshape(-1, BOX_FIELDS)
 

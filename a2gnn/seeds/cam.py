@@ -4,7 +4,7 @@ The paper takes :math:`M_I` from SEAM (Wang et al., "Self-supervised Equivariant
 for Weakly Supervised Semantic Segmentation", CVPR 2020, arXiv:2004.04581) on a pretrained
 ResNet-38. Here a plain CAM classifier (Zhou et al., "Learning Deep Features for Discriminative
 Localization", CVPR 2016) is trained from scratch on the train split's image-level labels (the
-classes of its boxes, :attr:`a2gnn.datasets.voc.Annotation.image_labels`). SEAM's parts are params, off by
+classes of its boxes, :attr:`a2gnn.data.voc.Annotation.image_labels`). SEAM's parts are params, off by
 default: the siamese rescale branch with the equivariant regularisation L_ER (``equivariance_weight``,
 :func:`equivariance_loss`), and on top of it the pixel correlation module with the equivariant cross
 regularisation L_ECR (``ecr_weight``, :mod:`a2gnn.seeds.seam`; M_I is then read from the PCM-refined CAMs).
@@ -55,17 +55,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a2gnn.backbones import Backbone, BackboneConfig, build_backbone, normalize_image
-from a2gnn.cli import progress
-from a2gnn.config import Config
-from a2gnn.crf import CRFConfig, dense_crf
-from a2gnn.datasets.voc import VOCDataset
-from a2gnn.io import IGNORE_INDEX, DataError, load_torch, save_torch, write_label
+from a2gnn.backbones.base import Backbone, BackboneConfig, build_backbone
+from a2gnn.data.transforms import normalize_image
+from a2gnn.core.cli import progress
+from a2gnn.core.config import Config
+from a2gnn.ops.crf import CRFConfig, dense_crf
+from a2gnn.data.voc import VOCDataset
+from a2gnn.core.io import IGNORE_INDEX, DataError, load_torch, save_torch, write_label
 from a2gnn.seeds.box_cam import box_probabilities, boxes_array, box_supervision_loss, plan_boxes
 from a2gnn.seeds.scores import load_cam_scores, save_cam_scores, with_background  # noqa: F401  (re-exported)
 from a2gnn.seeds.seam import cams_with_background, ecr_loss, pcm_refine
-from a2gnn import distributed
-from a2gnn.training import Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint, param_groups
+from a2gnn.core import distributed
+from a2gnn.core.training import Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint, param_groups
 
 CAM_EPS = 1e-5
 """Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
@@ -316,7 +317,7 @@ def train_cam_model(
 
     Deterministic for a given ``seed`` (model init, shuffling, augmentation and dropout are all
     seeded from it). ``on_epoch(epoch, mean_loss)`` is called after each epoch. With ``checkpoint_dir``
-    (e.g. ``checkpoints/cam``, see :mod:`a2gnn.training`) the state is saved after every epoch and a rerun
+    (e.g. ``checkpoints/cam``, see :mod:`a2gnn.core.training`) the state is saved after every epoch and a rerun
     of the same config, seed and images resumes from it, reaching the same weights.
     """
     torch.manual_seed(seed)
@@ -568,12 +569,12 @@ class CAMJob(distributed.StageJob):
 
 def run_cam_job(job: CAMJob) -> None:
     """One rank of the stage: train the classifier; rank 0 then writes model, CAMs and M_I (one atomic folder)
-    and clears the resumable checkpoint. Run it through :func:`a2gnn.distributed.launch`."""
+    and clears the resumable checkpoint. Run it through :func:`a2gnn.core.distributed.launch`."""
     import sys
 
-    from a2gnn.datasets import open_dataset
-    from a2gnn.io import atomic_dir
-    from a2gnn.training import clear_checkpoint
+    from a2gnn.data.formats import open_dataset
+    from a2gnn.core.io import atomic_dir
+    from a2gnn.core.training import clear_checkpoint
 
     dataset = open_dataset(job.dataset, job.dataset.train_split, job.data_root)
     cfg = job.cfg

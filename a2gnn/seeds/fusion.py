@@ -54,10 +54,10 @@ from typing import Sequence
 
 import numpy as np
 
-from a2gnn.config import Config
-from a2gnn.datasets.voc import Box, VOCDataset
-from a2gnn.io import IGNORE_INDEX, DataError, read_label
-from a2gnn.boxes import BACKGROUND, box_union_mask
+from a2gnn.core.config import Config
+from a2gnn.data.voc import Box, VOCDataset
+from a2gnn.core.io import IGNORE_INDEX, DataError, read_label
+from a2gnn.data.boxes import BACKGROUND, box_union_mask
 from a2gnn.seeds.scores import load_cam_scores
 
 TOP_POPULATIONS = ("label", "image")

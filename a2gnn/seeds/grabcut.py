@@ -43,12 +43,12 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from a2gnn.config import Config
-from a2gnn.datasets.resize import resize_image
-from a2gnn.datasets.voc import Annotation, Box, VOCDataset
-from a2gnn.boxes import BACKGROUND, box_mask, box_owner_map, box_union_mask, paint_order  # noqa: F401  (re-exported)
-from a2gnn.io import IGNORE_INDEX, read_image, write_label
-from a2gnn.parallel import parallel_map
+from a2gnn.core.config import Config
+from a2gnn.data.resize import resize_image
+from a2gnn.data.voc import Annotation, Box, VOCDataset
+from a2gnn.data.boxes import BACKGROUND, box_mask, box_owner_map, box_union_mask, paint_order  # noqa: F401  (re-exported)
+from a2gnn.core.io import IGNORE_INDEX, read_image, write_label
+from a2gnn.core.parallel import parallel_map
 
 
 

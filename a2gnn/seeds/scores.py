@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from a2gnn.io import DataError, atomic_file
+from a2gnn.core.io import DataError, atomic_file
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 """Fixed member timestamp of the ``.npz`` score files (the earliest a zip can store)."""

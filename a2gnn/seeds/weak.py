@@ -19,7 +19,7 @@ M'_I is the top-40 % confident CAM labels of Eq. (5) (:func:`a2gnn.seeds.fusion.
 with the scribble task"; points carry no background annotation, so M_P alone would give the A²GNN no background
 node; we take the scribble task's merge rule (M_P, else M'_I). Each supervision is one :data:`SUPERVISIONS` entry.
 
-Annotations: synthetic ones drawn from the ground truth (:mod:`a2gnn.weak_labels`) unless ``annotation_dir``
+Annotations: synthetic ones drawn from the ground truth (:mod:`a2gnn.data.weak_labels`) unless ``annotation_dir``
 names a folder of the dataset with the user's own ``<id>.png`` annotation maps (class ids, 255 = none).
 """
 
@@ -31,11 +31,11 @@ from typing import Callable
 
 import numpy as np
 
-from a2gnn.io import DataError
-from a2gnn.supervision import WeakConfig
+from a2gnn.core.io import DataError
+from a2gnn.data.supervision import WeakConfig
 from a2gnn.seeds.fusion import SeedsConfig, read_cam_scores, read_seed_map, top_confident_labels
-from a2gnn.slic import slic
-from a2gnn.weak_labels import expand_by_superpixels, image_rng, merge_seeds, synthetic_points, synthetic_scribbles
+from a2gnn.ops.slic import slic
+from a2gnn.data.weak_labels import expand_by_superpixels, image_rng, merge_seeds, synthetic_points, synthetic_scribbles
 
 
 @dataclasses.dataclass(frozen=True)

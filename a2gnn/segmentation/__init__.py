@@ -1,7 +1,7 @@
 """The fully supervised segmentation network trained on the pseudo labels (paper §5, Table 1): DeepLab.
 
 :mod:`a2gnn.segmentation.deeplab`: :class:`DeepLabConfig` (``deeplab`` section), the ASPP head on a registry
-backbone, training (resumable, :mod:`a2gnn.training`), prediction and evaluation (mIoU without / with dense CRF).
+backbone, training (resumable, :mod:`a2gnn.core.training`), prediction and evaluation (mIoU without / with dense CRF).
 """
 
 from a2gnn.segmentation.deeplab import (

@@ -12,12 +12,12 @@ network; using it would overstate the paper's setting. :class:`ASPP` computes, f
 
 with :math:`*_r` a 3x3 convolution of dilation r. Logits at stride s are up-sampled bilinearly to the image
 (training: the loss is taken at full resolution against labels with 255 = ignore; inference: softmax of the
-up-sampled logits, arg-max, optionally a dense CRF over those probabilities, :mod:`a2gnn.crf`).
+up-sampled logits, arg-max, optionally a dense CRF over those probabilities, :mod:`a2gnn.ops.crf`).
 
-Backbone: any :data:`a2gnn.backbones.BACKBONES` entry (``small`` from scratch on the CPU, ``resnet101`` as in
+Backbone: any :data:`a2gnn.backbones.base.BACKBONES` entry (``small`` from scratch on the CPU, ``resnet101`` as in
 the paper, ``efficientnet_lite0`` with ``weights: imagenet``). Training: the joint random scale / flip / crop of
-:mod:`a2gnn.transforms`; optimizer, poly schedule (``poly_power``) and resumable checkpoints from
-:mod:`a2gnn.training` (DeepLab-v2: SGD, momentum 0.9, lr 2.5e-4, classifier at 10x, poly 0.9, weight decay 5e-4).
+:mod:`a2gnn.data.transforms`; optimizer, poly schedule (``poly_power``) and resumable checkpoints from
+:mod:`a2gnn.core.training` (DeepLab-v2: SGD, momentum 0.9, lr 2.5e-4, classifier at 10x, poly 0.9, weight decay 5e-4).
 
 Defaults are the embedded CPU profile (the ``deeplab`` section of params.yaml equals them): ``small`` width 16,
 rates (1, 2, 4, 6) (the embedded images give 16-24-cell feature grids, so VOC's rates would look mostly at
@@ -43,18 +43,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a2gnn.backbones import Backbone, BackboneConfig, build_backbone, normalize_image
-from a2gnn.cli import progress
-from a2gnn.config import PSEUDO_LABEL_METHODS, Config, ConfigError
-from a2gnn.crf import CRFConfig, crf_labels_job
-from a2gnn.datasets.segmentation import SegmentationDataset
-from a2gnn.evaluation import ConfusionMatrix
-from a2gnn.io import IGNORE_INDEX, DataError, load_torch, save_torch
-from a2gnn.parallel import parallel_map
-from a2gnn import distributed
-from a2gnn.training import OPTIMIZERS, Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint
-from a2gnn.training import param_groups
-from a2gnn.transforms import train_transform
+from a2gnn.backbones.base import Backbone, BackboneConfig, build_backbone
+from a2gnn.data.transforms import normalize_image
+from a2gnn.core.cli import progress
+from a2gnn.core.config import PSEUDO_LABEL_METHODS, Config, ConfigError
+from a2gnn.ops.crf import CRFConfig, crf_labels_job
+from a2gnn.data.segmentation import SegmentationDataset
+from a2gnn.evaluation.confusion import ConfusionMatrix
+from a2gnn.core.io import IGNORE_INDEX, DataError, load_torch, save_torch
+from a2gnn.core.parallel import parallel_map
+from a2gnn.core import distributed
+from a2gnn.core.training import OPTIMIZERS, Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint
+from a2gnn.core.training import param_groups
+from a2gnn.data.transforms import train_transform
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def train_deeplab(
 
     Deterministic for a given ``seed`` (init, order, augmentation). After each epoch ``on_epoch(epoch, logs)``
     gets ``{"loss": mean train loss}`` plus ``"val_miou"`` every ``cfg.val_every`` epochs when ``val`` is
-    given. ``checkpoint_dir`` (e.g. ``checkpoints/train_deeplab``): resume as in :mod:`a2gnn.training`.
+    given. ``checkpoint_dir`` (e.g. ``checkpoints/train_deeplab``): resume as in :mod:`a2gnn.core.training`.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -232,10 +233,10 @@ class TrainJob(distributed.StageJob):
 
 def run_train_job(job: TrainJob) -> None:
     """One rank of the stage: train on the job's labels; rank 0 also logs loss and val mIoU (dvclive), saves the
-    weights and clears the resumable checkpoint. Run it through :func:`a2gnn.distributed.launch`."""
-    from a2gnn.datasets import open_dataset
-    from a2gnn.datasets.segmentation import GT_LABELS
-    from a2gnn.training import CHECKPOINT_FILE, clear_checkpoint, live_curves
+    weights and clears the resumable checkpoint. Run it through :func:`a2gnn.core.distributed.launch`."""
+    from a2gnn.data.formats import open_dataset
+    from a2gnn.data.segmentation import GT_LABELS
+    from a2gnn.core.training import CHECKPOINT_FILE, clear_checkpoint, live_curves
 
     logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.WARNING, format="%(message)s")
     train = SegmentationDataset(open_dataset(job.dataset, job.dataset.train_split, job.data_root), job.label_dir)
