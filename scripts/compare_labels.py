@@ -19,7 +19,8 @@ import argparse
 import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 import numpy as np
 
-from a2gnn.core.config import DatasetConfig, load_params
+from a2gnn.core.config import load_params
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.evaluation.confusion import ConfusionMatrix
 from a2gnn.evaluation.labels import prediction_paths, read_prediction

@@ -12,7 +12,7 @@ from __future__ import annotations
 from a2gnn.core import distributed
 from a2gnn.affinity.train import AffinityConfig, AffinityJob, check_seed_files, run_affinity_job
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.core.training import checkpoint_dir
 

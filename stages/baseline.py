@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.ops.crf import CRFConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.pseudo_labels.baseline import BaselineConfig, BaselineScorer

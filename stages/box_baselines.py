@@ -19,7 +19,7 @@ import numpy as np
 
 from a2gnn.data.boxes import BACKGROUND, box_label_map
 from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.resize import to_original, unwrap
 from a2gnn.core.io import IGNORE_INDEX, DataError, atomic_dir, read_label, write_label

@@ -18,7 +18,7 @@ import sys
 
 import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.resize import unwrap
 from a2gnn.evaluation.pseudo_instances import SIZES, figures_of, score_label_dirs

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.evaluation.labels import FIGURES, evaluate_label_dir, write_evaluation, write_unavailable_evaluation
 

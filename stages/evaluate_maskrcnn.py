@@ -16,19 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
-from a2gnn.data.formats import open_dataset
+from a2gnn.core.io import UNAVAILABLE, unavailable_figures, write_json
+from a2gnn.data.formats import DatasetConfig, open_dataset
 from a2gnn.data.resize import unwrap
-from a2gnn.evaluation.coco_eval import instance_metrics
-from a2gnn.instance.maskrcnn import dataset_records, load_maskrcnn, predict, register_instances, write_gt_instances
-from a2gnn.pseudo_labels.instances import image_root
-from a2gnn.core.io import UNAVAILABLE, DataError, atomic_file, unavailable_figures, unavailable_reason, write_json
-
-FIGURES = ("ap50", "ap70", "ap75", "ap", "ap_s", "ap_m", "ap_l", "box_ap")  # what a --metric file may hold
+from a2gnn.instance.evaluate import FIGURES, evaluate_models, write_table
 
 
 def named(text: str) -> tuple[str, str]:
@@ -36,11 +29,6 @@ def named(text: str) -> tuple[str, str]:
     if not sep or not name or not value:
         raise argparse.ArgumentTypeError(f"expected <name>=<path>, got {text!r}")
     return name, value
-
-
-def flat(metrics: dict) -> dict[str, float]:
-    """{"mask": {ap50: ..}, "box": {ap50: ..}} -> {"ap50": .., "box_ap50": ..}."""
-    return {**metrics["mask"], **{f"box_{k}": v for k, v in metrics["box"].items()}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,35 +52,12 @@ def main(argv: list[str] | None = None) -> None:
             write_json(path, unavailable_figures(names, missing))
         write_table(args.table, {name: {} for name in names}, [])
         return
-    results, skipped = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        gt_json = Path(tmp) / "val_gt.json"
-        write_gt_instances(val, gt_json)
-        register_instances("a2gnn_val", gt_json, image_root(val))
-        for name, path in args.models:
-            reason = unavailable_reason(path)
-            if reason is not None:
-                skipped[name] = reason
-                continue
-            model, d2, classes = load_maskrcnn(path, runtime.device)
-            if list(val.class_names[1:]) != classes:
-                raise DataError(path, f"model classes {classes} differ from the dataset's {list(val.class_names[1:])}")
-            predictions = predict(model, d2, dataset_records("a2gnn_val", keep_empty=True))
-            results[name] = flat(instance_metrics(gt_json, predictions))
+    results, skipped = evaluate_models(val, args.models, runtime.device)
     figures = list(next(iter(results.values()))) if results else []
     note = {UNAVAILABLE: "; ".join(sorted(set(skipped.values())))} if skipped else {}
     for figure, path in args.metric:
         write_json(path, {**{name: results[name][figure] if name in results else None for name in names}, **note})
     write_table(args.table, {name: results.get(name, {}) for name in names}, figures)
-
-
-def write_table(path: str, results: dict[str, dict[str, float]], figures: list[str]) -> None:
-    """Every figure of every model as a CSV (empty cells where a model has no figures)."""
-    rows = ["name," + ",".join(figures)]
-    rows += [name + "," + ",".join(f"{values[f]:.4f}" if f in values else "" for f in figures)
-             for name, values in results.items()]
-    with atomic_file(path) as tmp_csv:
-        tmp_csv.write_text("\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,30 +19,11 @@ import numpy as np
 
 from a2gnn.data.boxes import box_label_map
 from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.resize import resize_label
 from a2gnn.reporting.figures import assemble_grid, colourise, overlay_instances, write_png
 from a2gnn.core.io import DataError, read_label
-
-
-def maskrcnn_masks(model, d2, image: np.ndarray, min_score: float) -> list[np.ndarray]:
-    """Instance masks ((H, W) bool, at the image's size) of score >= ``min_score`` of one RGB image, in order of
-    increasing score (so the most confident instance is drawn last, on top). Pre-processing as detectron2's
-    ``DefaultPredictor``: the test-time shortest-edge resize, channels in ``INPUT.FORMAT`` order."""
-    import torch
-    from detectron2.data import transforms as T
-
-    height, width = image.shape[:2]
-    pixels = image if d2.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
-    resize = T.ResizeShortestEdge([d2.INPUT.MIN_SIZE_TEST, d2.INPUT.MIN_SIZE_TEST], d2.INPUT.MAX_SIZE_TEST)
-    pixels = resize.get_transform(pixels).apply_image(np.ascontiguousarray(pixels))
-    tensor = torch.as_tensor(pixels.astype("float32").transpose(2, 0, 1))
-    with torch.no_grad():
-        out = model([{"image": tensor, "height": height, "width": width}])[0]["instances"].to("cpu")
-    scores = out.scores.numpy()
-    keep = [k for k in np.argsort(scores, kind="stable") if scores[k] >= min_score]
-    return [out.pred_masks[k].numpy().astype(bool) for k in keep]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         titles.append("DeepLab")
         nearest.append(True)
     if args.maskrcnn:
-        from a2gnn.instance.maskrcnn import load_maskrcnn
+        from a2gnn.instance.maskrcnn import load_maskrcnn, predict_image_masks
 
         maskrcnn, d2, classes = load_maskrcnn(args.maskrcnn, runtime.device)
         if list(classes) != list(dataset.class_names[1:]):
@@ -98,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         if deeplab is not None:
             row.append(colourise(predict_probs(deeplab, image, runtime.device).argmax(axis=0).astype(np.uint8)))
         if maskrcnn is not None:
-            row.append(overlay_instances(image, maskrcnn_masks(maskrcnn, d2, image, args.min_score)))
+            row.append(overlay_instances(image, predict_image_masks(maskrcnn, d2, image, args.min_score)))
         rows.append(row)
     write_png(args.out, assemble_grid(rows, titles, (args.cell, args.cell), captions=ids, nearest=nearest))
 

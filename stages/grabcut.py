@@ -9,7 +9,7 @@ starts; the output directory is replaced only when every image succeeded.
 from __future__ import annotations
 
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.core.io import atomic_dir
 from a2gnn.seeds.grabcut import GrabCutConfig, plan_box_seeds, write_box_seeds

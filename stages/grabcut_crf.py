@@ -14,7 +14,7 @@ from pathlib import Path
 
 import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.ops.crf import CRFConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.pseudo_labels.grabcut_crf import GrabCutCRFConfig, GrabCutScorer

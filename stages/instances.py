@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.resize import unwrap
 from a2gnn.pseudo_labels.instances import InstanceConfig, write_pseudo_instances

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.core.io import atomic_dir, write_label
 from a2gnn.seeds.fusion import SeedsConfig, image_seed_labels

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from a2gnn.core import distributed
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.segmentation import GT_LABELS, SegmentationDataset
 from a2gnn.segmentation.deeplab import DeepLabConfig, TrainJob, run_train_job

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.core.io import atomic_dir, write_json, write_label
 from a2gnn.core.parallel import parallel_map

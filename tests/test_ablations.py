@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a2gnn.pipeline import ablations
-from a2gnn.pipeline.ablations import (CE_ONLY, METRIC_FILE, TABLES, TARGET, changed_stages, collect, experiment_name,
-                             format_table, parse_exp_show, queue_command, stage_graph, stages_to_rerun)
+from a2gnn.pipeline import ablations, reruns
+from a2gnn.pipeline.ablation_rows import CE_ONLY, METRIC_FILE, TABLES, TARGET
+from a2gnn.pipeline.ablations import collect, experiment_name, format_table, parse_exp_show, queue_command
+from a2gnn.pipeline.reruns import changed_stages, stage_graph, stages_to_rerun
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -58,7 +59,7 @@ def test_every_override_key_is_in_params_yaml():
     for table in TABLES.values():
         for row in table.rows:
             for key in row.overrides or {}:
-                ablations.lookup(PARAMS, key)  # KeyError if the switch does not exist
+                reruns.lookup(PARAMS, key)  # KeyError if the switch does not exist
 
 
 def test_names_are_unique_and_fig7_covers_every_layer():
@@ -119,7 +120,7 @@ def fake_exp_show(table: str, skip=(), states=None, miou=0.7):
     for k, row in enumerate(TABLES[table].rows):
         if not row.overrides or row.name in skip:
             continue
-        values = ablations.with_overrides(PARAMS, row.overrides)
+        values = reruns.with_overrides(PARAMS, row.overrides)
         state = (states or {}).get(row.name, "success")
         metrics = {"a2gnn": miou + k / 100, "rw": 0.7, "baseline": 0.766} if state == "success" else {}
         baseline["experiments"].append(_entry(f"e{k}", experiment_name(table, row), values, metrics, state))
@@ -239,7 +240,7 @@ def gnn_only_rows():
 def test_a_gnn_only_row_reruns_pseudo_labels_and_downstream_only():
     assert len(gnn_only_rows()) >= 10
     graph = stage_graph(DVC_YAML, PARAMS)
-    below = ablations.downstream(graph, ["pseudo_labels"])
+    below = reruns.downstream(graph, ["pseudo_labels"])
     assert "evaluate_pseudo_labels" in below and "report" in below
     assert not below & UPSTREAM_OF_THE_GNN
     for table, row in gnn_only_rows():
@@ -288,7 +289,7 @@ def test_dvc_status_agrees_on_the_stages_a_gnn_row_changes(tmp_path):
     _dvc(["init", "--no-scm", "-q"], tmp_path)
     before = _params_changed(_dvc(["status", "--json"], tmp_path))
     overrides = {**CE_ONLY, "affinity.use_ar": False}
-    values = ablations.with_overrides(PARAMS, overrides)
+    values = reruns.with_overrides(PARAMS, overrides)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     after = _params_changed(_dvc(["status", "--json"], tmp_path))
     expected = changed_stages(DVC_YAML, PARAMS, overrides)

@@ -29,7 +29,7 @@ def test_box_baselines_stage_paints_boxes_and_fills_grabcut_unknowns(tiny_voc, t
 
     import yaml
 
-    from a2gnn.core.config import DatasetConfig
+    from a2gnn.data.formats import DatasetConfig
     from a2gnn.data.formats import open_dataset
     from a2gnn.core.io import read_label, write_label
 

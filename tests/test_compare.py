@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from a2gnn.pipeline import compare
-from a2gnn.pipeline.ablations import TABLES, experiment_name
+from a2gnn.pipeline.ablation_rows import TABLES
+from a2gnn.pipeline.ablations import experiment_name
 from conftest import ROOT
 from test_ablations import fake_exp_show
 

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from a2gnn.gnn.consistency import (background_prototypes, box_prototypes, box_seed_candidates,
-                               candidate_background_distance, consistency_check, cosine_distance, distance_scale,
-                               outside_boxes)
+from a2gnn.gnn.consistency import background_prototypes, box_prototypes, candidate_background_distance, consistency_check, cosine_distance, distance_scale
+from helpers import box_seed_candidates, outside_boxes
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import yaml
 
 from a2gnn.backbones.base import BackboneConfig
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.ops.crf import CRFConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.segmentation import SegmentationDataset

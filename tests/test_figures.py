@@ -9,7 +9,7 @@ from PIL import Image
 
 from a2gnn.core.cli import run_stage
 from a2gnn.data.formats import open_dataset
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.reporting.figures import assemble_grid, colourise, instance_colours, mask_outline, overlay_instances, write_png
 from a2gnn.core.io import read_image, voc_palette, write_label
 from conftest import load_stage

@@ -15,7 +15,8 @@ import torch
 import yaml
 from pycocotools.coco import COCO
 
-from a2gnn.core.config import ConfigError, DatasetConfig
+from a2gnn.core.config import ConfigError
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.voc import VOCDataset
 from a2gnn.data.coco import CocoImage, CocoInstance, encode_mask, write_coco_instances

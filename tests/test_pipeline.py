@@ -227,7 +227,8 @@ def test_an_ablation_table_is_one_command_on_the_tiny_profile(repo):
 def test_scribble_supervision_runs_through_dvc(repo):
     """Table 5's scribble row on the tiny profile: the §7.1 seeds replace the box seeds for both networks, the CAM,
     GrabCut and box-seed stages are reused, and the pseudo labels and DeepLab come out of it."""
-    from a2gnn.pipeline.ablations import WEAK, format_value
+    from a2gnn.pipeline.ablation_rows import WEAK
+    from a2gnn.pipeline.ablations import format_value
 
     switches = [arg for key, value in WEAK("scribble").items() for arg in ("-S", f"{key}={format_value(value)}")]
     before = json.loads((repo / "metrics" / "pseudo_labels.json").read_text())

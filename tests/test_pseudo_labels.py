@@ -265,7 +265,7 @@ def test_a_stage_on_shrunk_photos_writes_full_size_labels_and_two_scale_recovers
     truth than enlarging the shrunk labels (working), whose outlines are blocky."""
     import yaml
 
-    from a2gnn.core.config import DatasetConfig
+    from a2gnn.data.formats import DatasetConfig
     from a2gnn.data.formats import open_dataset
     from a2gnn.data.voc import VOCDataset
     from a2gnn.evaluation.confusion import ConfusionMatrix

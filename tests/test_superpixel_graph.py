@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from a2gnn.core.config import ConfigError
-from a2gnn.gnn.consistency import box_seed_candidates, outside_boxes
+from helpers import box_seed_candidates, outside_boxes
 from a2gnn.graph.nodes import box_nodes
 from a2gnn.data.embedded import generate
 from a2gnn.data.voc import Annotation, Box, VOCDataset

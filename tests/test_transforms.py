@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from a2gnn.core.config import DatasetConfig
+from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.segmentation import SegmentationDataset
 from a2gnn.core.io import DataError, write_label

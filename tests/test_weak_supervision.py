@@ -17,7 +17,7 @@ from a2gnn.pseudo_labels.postprocess import PostprocessConfig, fuse_scores
 from a2gnn.seeds import weak
 from a2gnn.seeds.weak import ImageInputs
 from a2gnn.data.supervision import (
-    SUPERVISION_TYPES,
+    SUPERVISION_FORMS,
     SupervisionRecord,
     WeakConfig,
     check_supervision,
@@ -105,16 +105,16 @@ def test_each_supervision_gives_the_seeds_of_section_7_1(monkeypatch):
     inputs = ImageInputs(np.zeros((2, 8, 3), np.uint8), m_i_top, ann)
     expanded = np.array([[4, 4, 4, 4, N, N, N, N]] * 2, np.uint8)
     cfg = WeakConfig()
-    affinity, node = weak.SUPERVISIONS["scribble"].seeds(inputs, cfg)
+    affinity, node = weak.WEAK_SEEDS["scribble"](inputs, cfg)
     assert np.array_equal(node, expanded) and np.array_equal(affinity, merge_seeds(expanded, m_i_top))
-    affinity, node = weak.SUPERVISIONS["point"].seeds(inputs, cfg)
+    affinity, node = weak.WEAK_SEEDS["point"](inputs, cfg)
     assert np.array_equal(affinity, m_i_top) and np.array_equal(node, merge_seeds(expanded, m_i_top))
-    affinity, node = weak.SUPERVISIONS["image"].seeds(ImageInputs(inputs.image, m_i_top, None), cfg)
+    affinity, node = weak.WEAK_SEEDS["image"](ImageInputs(inputs.image, m_i_top, None), cfg)
     assert np.array_equal(affinity, m_i_top) and np.array_equal(node, m_i_top)
 
 
 def test_every_supervision_but_box_has_a_seed_maker():
-    assert ("box", *weak.SUPERVISIONS) == SUPERVISION_TYPES
+    assert ("box", *weak.WEAK_SEEDS) == SUPERVISION_FORMS.names()
 
 
 def test_box_only_switches_are_refused_without_boxes():

@@ -48,13 +48,20 @@ from a2gnn.data.voc import VOCDataset
 from a2gnn.core.io import IGNORE_INDEX, DataError, load_torch, save_torch
 from a2gnn.ops.neighbours import neighbour_gather, neighbour_valid, radius_offsets
 from a2gnn.core import distributed
-from a2gnn.core.training import Checkpointer, PolySchedule, build_optimizer, digest_files, fingerprint, param_groups
+from a2gnn.core.training import (
+    OPTIMIZERS,
+    Checkpointer,
+    PolySchedule,
+    build_optimizer,
+    digest_files,
+    fingerprint,
+    param_groups,
+)
 from a2gnn.data.transforms import crop_window, paste_window
 
 log = logging.getLogger(__name__)
 
 SEED_SOURCES = ("M_g", "M_F", "weak/affinity", "weak/gnn")  # outputs/seeds/<name>; weak/*: §7.1, stages/weak_seeds.py
-OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +86,7 @@ class AffinityConfig(Config):
     batch_size: int = 8  # images per step (authors: 4)
     crop_size: int = 128  # square random crop (authors: 448) (padded with ignore), a multiple of backbone.stride
     flip: bool = True  # random horizontal flips
-    optimizer: str = "adam"  # "sgd" (momentum, authors) | "adam" (embedded default: from scratch)
+    optimizer: str = "adam"  # "sgd" (momentum, authors) | "adam" (embedded default: from scratch) | "adamw"
     lr: float = 1e-3  # base learning rate (backbone), poly-decayed (authors: 0.01 with SGD)
     head_lr_mult: float = 1.0  # learning-rate multiple of the new 1x1 layers (authors: 10 with SGD)
     momentum: float = 0.9  # SGD momentum
@@ -108,7 +115,7 @@ class AffinityConfig(Config):
             self.crop_size >= self.backbone.stride and self.crop_size % self.backbone.stride == 0,
             "crop_size", f"a positive multiple of backbone.stride ({self.backbone.stride})",
         )
-        self.check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
+        self.check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS.names()}")
         self.check(self.lr > 0, "lr", "> 0")
         self.check(self.head_lr_mult > 0, "head_lr_mult", "> 0")
         self.check(0 <= self.momentum < 1, "momentum", "in [0, 1)")

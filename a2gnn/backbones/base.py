@@ -263,13 +263,20 @@ def group_count(channels: int) -> int:
     return groups
 
 
+NORM_LAYERS: Registry = Registry("norm")
+"""Trainable norms of ``BackboneConfig.norm``: name -> factory ``channels -> norm module`` ("frozen_bn" builds "bn"
+and freezes it after the weights are loaded)."""
+NORM_LAYERS.add("bn", nn.BatchNorm2d)
+
+
+@NORM_LAYERS.register("gn")
+def _group_norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(group_count(channels), channels)
+
+
 def norm_layer(norm: str) -> Callable[[int], nn.Module]:
-    """Factory ``channels -> norm module`` for ``norm`` = "bn" | "gn"."""
-    if norm == "bn":
-        return nn.BatchNorm2d
-    if norm == "gn":
-        return lambda channels: nn.GroupNorm(group_count(channels), channels)
-    raise ValueError(f"unknown norm {norm!r}")
+    """Factory ``channels -> norm module`` of a registered trainable norm (``NORM_LAYERS[norm]``)."""
+    return NORM_LAYERS[norm]
 
 
 # --------------------------------------------------------------------------------------------

@@ -166,33 +166,3 @@ class RuntimeConfig(Config):
 PSEUDO_LABEL_METHODS = ("a2gnn", "rw", "baseline", "grabcut", "boxes")
 """Pseudo-label folders ``outputs/pseudo_labels_<method>`` a downstream model can train on (``deeplab.labels``,
 ``instances.labels``): A²GNN, the random walk, the Table 4(a) Baseline, GrabCut alone and box-as-mask."""
-
-
-DATASET_FORMATS = ("voc", "coco")
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetConfig(Config):
-    """``dataset`` section: where the data lives, in which format, and which splits to use.
-
-    ``voc``: ``root`` is a VOC-layout folder (JPEGImages/, Annotations/, SegmentationClass/, ImageSets/),
-    a split is ``ImageSets/Segmentation/<split>.txt``. ``coco``: ``root`` is a COCO-layout folder, a split
-    ``S`` is ``annotations/instances_S.json`` with its images in ``S/`` (COCO's own layout); class names
-    come from the JSON's categories.
-    """
-
-    SECTION: typing.ClassVar[str] = "dataset"
-    format: str = "voc"  # "voc" | "coco"
-    root: str = "data"  # dataset root (see the class docstring)
-    train_split: str = "train"  # VOC+SBD: train_aug; COCO: train2017
-    val_split: str = "val"  # COCO: val2017
-    segmentation_dir: str = "SegmentationClass"  # voc only; VOC+SBD: SegmentationClassAug
-    use_difficult: bool = True  # voc only: keep boxes flagged difficult in the XML
-    skip_empty: bool = True  # coco only: leave images without (non-crowd) boxes out (false: error on them)
-    # large images: every stage sees images whose long side exceeds this shrunk to it (0 = never); pseudo labels
-    # go back to the original resolution (a2gnn.data.resize)
-    max_side: int = 0
-
-    def validate(self) -> None:
-        self.check(self.format in DATASET_FORMATS, "format", f"one of {DATASET_FORMATS}")
-        self.check(self.max_side >= 0, "max_side", ">= 0 (0 = keep every image's size)")

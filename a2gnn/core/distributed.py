@@ -100,10 +100,6 @@ def broadcast_buffers(model: nn.Module) -> None:
         dist.broadcast(buffer, 0)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def all_mean(values: dict[str, float]) -> dict[str, float]:
     """Average scalar logs over ranks (for logging only); identity in one process."""
     if world_size() == 1 or not values:

@@ -45,10 +45,12 @@ from torch import nn
 
 from a2gnn.core import distributed
 from a2gnn.core.io import load_torch, save_torch
+from a2gnn.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS: Registry = Registry("optimizer")
+"""``optimizer`` of the cam / affinity / deeplab sections -> ``fn(groups, lr, momentum, weight_decay)``."""
 CHECKPOINT_ROOT = Path("checkpoints")
 """Default root of resumable checkpoints (relative to the working directory = the repository root under DVC)."""
 CHECKPOINT_FILE = "last.pt"
@@ -80,17 +82,30 @@ def param_groups(
 def build_optimizer(
     groups: Sequence[dict[str, Any]], name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0
 ) -> torch.optim.Optimizer:
-    """``name`` in OPTIMIZERS over ``groups`` (each keeps its own ``lr``; ``initial_lr`` is set from it)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; one of {OPTIMIZERS}")
+    """``OPTIMIZERS[name]`` over ``groups`` (each keeps its own ``lr``; ``initial_lr`` is set from it)."""
+    make = OPTIMIZERS[name]
     groups = [dict(g) for g in groups]
     for g in groups:
         g.setdefault("lr", lr)
         g["initial_lr"] = g["lr"]
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    return make(groups, lr, momentum, weight_decay)
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(groups: list[dict[str, Any]], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with momentum (PSA / SEAM / DeepLab)."""
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(groups: list[dict[str, Any]], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam, L2 weight decay added to the gradient (``momentum`` unused)."""
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(groups: list[dict[str, Any]], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW, decoupled weight decay (``momentum`` unused)."""
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
 

@@ -20,9 +20,25 @@ from pathlib import Path
 
 from a2gnn.core.config import Config, ConfigError
 from a2gnn.core.io import DataError
+from a2gnn.core.registry import Registry
 
 BOX = "box"
-SUPERVISION_TYPES = (BOX, "scribble", "point", "image")  # a2gnn.seeds.weak.SUPERVISIONS has the last three
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisionForm:
+    """One form of supervision (``weak.supervision``) and what its annotator gives for an image."""
+
+    annotation: str | None  # "scribbles" | "points" (a map per image) | None (boxes, image-level labels)
+
+
+SUPERVISION_FORMS: Registry[SupervisionForm] = Registry("supervision form")
+"""``weak.supervision`` -> :class:`SupervisionForm`; every form but ``box`` has its seed rule in
+:data:`a2gnn.seeds.weak.WEAK_SEEDS` (§7.1)."""
+SUPERVISION_FORMS.add(BOX, SupervisionForm(None))
+SUPERVISION_FORMS.add("scribble", SupervisionForm("scribbles"))
+SUPERVISION_FORMS.add("point", SupervisionForm("points"))
+SUPERVISION_FORMS.add("image", SupervisionForm(None))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +58,7 @@ class WeakConfig(Config):
     rw_fusion: float = 0.0  # share of the random walk in the final scores (§7.1 image-level 1:3 -> 0.75); 0 = off
 
     def validate(self) -> None:
-        self.check(self.supervision in SUPERVISION_TYPES, "supervision", f"one of {SUPERVISION_TYPES}")
+        self.check(self.supervision in SUPERVISION_FORMS, "supervision", f"one of {SUPERVISION_FORMS.names()}")
         self.check(self.sp_segments >= 1, "sp_segments", ">= 1")
         self.check(self.sp_compactness > 0, "sp_compactness", "> 0")
         self.check(self.scribble_points >= 1, "scribble_points", ">= 1")
@@ -90,8 +106,8 @@ def read_supervision_record(path: os.PathLike | str) -> SupervisionRecord:
         raise DataError(path, "supervision record is missing (written by stages/weak_seeds.py)") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(path, f"not a supervision record of stages/weak_seeds.py ({exc!r})") from None
-    if record.supervision not in SUPERVISION_TYPES:
-        raise DataError(path, f"supervision {record.supervision!r} is not one of {SUPERVISION_TYPES}")
+    if record.supervision not in SUPERVISION_FORMS:
+        raise DataError(path, f"supervision {record.supervision!r} is not one of {SUPERVISION_FORMS.names()}")
     if record.rw_fusion > 0 and not isinstance(record.random_walk, Mapping):
         raise DataError(path, "rw_fusion > 0 but no random_walk settings")
     return record

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from a2gnn.core.io import IGNORE_INDEX
+from a2gnn.core.registry import Registry
 from a2gnn.graph.nodes import box_nodes
 
 
@@ -63,20 +64,6 @@ def nodes_outside(inside_node: Tensor, num_nodes: int) -> Tensor:
     inside = torch.zeros(num_nodes, dtype=torch.bool, device=inside_node.device)
     inside[inside_node] = True
     return (~inside).nonzero(as_tuple=True)[0]
-
-
-def box_seed_candidates(labels: Tensor, boxes: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """The (box, node) pairs Eq. (28) checks: nodes inside box j whose seed label is box j's class (grid nodes).
-
-    Shapes: labels (N,), boxes (M, 5) -> cand_box (Q,), cand_node (Q,), sorted by box then node.
-    """
-    box, node = box_nodes(boxes, grid)
-    return member_seed_candidates(labels, boxes, box, node)
-
-
-def outside_boxes(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Nodes outside every box (background by box supervision). Shapes: boxes (M, 5) -> (R,) node ids."""
-    return nodes_outside(box_nodes(boxes, grid)[1].to(boxes.device), grid[0] * grid[1])
 
 
 def background_prototypes(h: Tensor, outside_node: Tensor, outside_image: Tensor,
@@ -115,6 +102,32 @@ def candidate_background_distance(h: Tensor, cand_node: Tensor, cand_box: Tensor
     image = box_image[cand_box]
     dist = cosine_distance(h[cand_node], bg_prototypes[image])
     return torch.where(has_bg[image], dist, torch.full_like(dist, float("inf")))
+
+
+CONSISTENCY_SCALES: Registry = Registry("consistency scale")
+"""``gnn.consistency_scale``: the unit of Eq. (28)'s threshold. name -> ``rule(h, prototypes, batch, num_images)`` ->
+(per-box scale (M,) or None, per-candidate scale (Q,) or None), ``batch`` holding the padded graphs' ``outside_node``,
+``outside_image``, ``box_image``, ``cand_node`` and ``cand_box``."""
+
+
+@CONSISTENCY_SCALES.register("background")
+def _background_scale(h: Tensor, prototypes: Tensor, batch, num_images: int) -> tuple[Tensor | None, Tensor | None]:
+    """tau = threshold * d(box prototype, mean feature of the image's nodes outside every box)."""
+    bg, has_bg = background_prototypes(h, batch.outside_node, batch.outside_image, num_images)
+    return distance_scale(prototypes, bg, has_bg, batch.box_image), None
+
+
+@CONSISTENCY_SCALES.register("absolute")
+def _absolute_scale(h: Tensor, prototypes: Tensor, batch, num_images: int) -> tuple[Tensor | None, Tensor | None]:
+    """tau = threshold."""
+    return None, None
+
+
+@CONSISTENCY_SCALES.register("nearest")
+def _nearest_scale(h: Tensor, prototypes: Tensor, batch, num_images: int) -> tuple[Tensor | None, Tensor | None]:
+    """tau_i = threshold * d(H(i), the background mean): kept iff nearer to the box prototype (threshold 1)."""
+    bg, has_bg = background_prototypes(h, batch.outside_node, batch.outside_image, num_images)
+    return None, candidate_background_distance(h, batch.cand_node, batch.cand_box, bg, has_bg, batch.box_image)
 
 
 def consistency_check(labels: Tensor, h: Tensor, prototypes: Tensor, cand_box: Tensor, cand_node: Tensor,

@@ -35,10 +35,10 @@ from torch import Tensor, nn
 
 from a2gnn.core.config import Config
 from a2gnn.core.registry import Registry
+from a2gnn.gnn.consistency import CONSISTENCY_SCALES
 from a2gnn.gnn.gat import gat_layer, per_image_matmul
 from a2gnn.gnn.layers import EdgeCSR, affinity_attention, propagate
 
-CONSISTENCY_SCALES = ("background", "absolute", "nearest")
 CE_RESOLUTIONS = ("grid", "image")
 SEED_MAPS = ("M_g", "M_F", "weak/gnn", "weak/affinity")  # outputs/seeds/<name>; weak/*: §7.1, stages/weak_seeds.py
 
@@ -111,7 +111,8 @@ class GNNConfig(Config):
         self.check(0 <= self.first_phase_epochs <= self.epochs, "first_phase_epochs", "in [0, epochs]")
         self.check(self.lambda_reg >= 0.0, "lambda_reg", ">= 0")
         self.check(self.ce_resolution in CE_RESOLUTIONS, "ce_resolution", f"one of {CE_RESOLUTIONS}")
-        self.check(self.consistency_scale in CONSISTENCY_SCALES, "consistency_scale", f"one of {CONSISTENCY_SCALES}")
+        self.check(self.consistency_scale in CONSISTENCY_SCALES, "consistency_scale",
+                   f"one of {CONSISTENCY_SCALES.names()}")
         self.check(self.consistency_threshold >= 0.0, "consistency_threshold", ">= 0")
         self.check(0.0 <= self.grabcut_fusion <= 1.0, "grabcut_fusion", "in [0, 1]")
 

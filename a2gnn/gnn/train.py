@@ -36,8 +36,13 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from a2gnn.gnn.consistency import (background_prototypes, box_prototypes, candidate_background_distance,
-                               consistency_check, distance_scale, member_seed_candidates, nodes_outside)
+from a2gnn.gnn.consistency import (
+    CONSISTENCY_SCALES,
+    box_prototypes,
+    consistency_check,
+    member_seed_candidates,
+    nodes_outside,
+)
 from a2gnn.gnn.layers import EdgeCSR
 from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, draw_dropout_mask
 from a2gnn.graph.types import ImageGraph
@@ -287,14 +292,7 @@ def fit(forward: Forward, optimizer: torch.optim.Optimizer, batch: GraphBatch, c
         if check:
             with torch.no_grad():
                 prototypes = box_prototypes(h, entry_node, entry_box, batch.num_boxes)
-                scale = candidate_scale = None
-                if cfg.consistency_scale in ("background", "nearest"):
-                    bg, has_bg = background_prototypes(h, batch.outside_node, batch.outside_image, b)
-                    if cfg.consistency_scale == "background":
-                        scale = distance_scale(prototypes, bg, has_bg, batch.box_image)
-                    else:
-                        candidate_scale = candidate_background_distance(h, batch.cand_node, batch.cand_box, bg,
-                                                                        has_bg, batch.box_image)
+                scale, candidate_scale = CONSISTENCY_SCALES[cfg.consistency_scale](h, prototypes, batch, b)
                 base = labels if cfg.consistency_cumulative else labels0
                 labels = consistency_check(base, h, prototypes, batch.cand_box, batch.cand_node,
                                            cfg.consistency_threshold, scale, candidate_scale)
@@ -341,11 +339,6 @@ def predict(forward: Forward, batch: GraphBatch) -> list[Tensor]:
     log_probs, _ = forward(None)
     probs = log_probs.exp().view(batch.num_images, batch.n_max, -1)
     return [probs[i, :n].float().cpu() for i, n in enumerate(batch.num_nodes)]
-
-
-def probs_to_grid(probs: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Node probabilities (N, C) -> class maps (C, h, w) on the node grid (node n at (n // w, n % w))."""
-    return probs.t().reshape(probs.shape[1], grid[0], grid[1])
 
 
 def _optimizer(params: Iterable[Tensor], cfg: GNNConfig) -> torch.optim.Optimizer:

@@ -489,3 +489,21 @@ def predict(model, d2, records: Sequence[Mapping[str, Any]]) -> list[dict[str, A
                 "segmentation": encode_mask(out.pred_masks[k].numpy()),
             })
     return results
+
+
+@torch.no_grad()
+def predict_image_masks(model, d2, image: np.ndarray, min_score: float) -> list[np.ndarray]:
+    """Instance masks ((H, W) bool, at the image's size) of score >= ``min_score`` of one RGB image, in order of
+    increasing score (so the most confident instance is drawn last, on top). Pre-processing as detectron2's
+    ``DefaultPredictor``: the test-time shortest-edge resize, channels in ``INPUT.FORMAT`` order."""
+    from detectron2.data import transforms as T
+
+    height, width = image.shape[:2]
+    pixels = image if d2.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
+    resize = T.ResizeShortestEdge([d2.INPUT.MIN_SIZE_TEST, d2.INPUT.MIN_SIZE_TEST], d2.INPUT.MAX_SIZE_TEST)
+    pixels = resize.get_transform(pixels).apply_image(np.ascontiguousarray(pixels))
+    tensor = torch.as_tensor(pixels.astype("float32").transpose(2, 0, 1))
+    out = model([{"image": tensor, "height": height, "width": width}])[0]["instances"].to("cpu")
+    scores = out.scores.numpy()
+    keep = [k for k in np.argsort(scores, kind="stable") if scores[k] >= min_score]
+    return [out.pred_masks[k].numpy().astype(bool) for k in keep]

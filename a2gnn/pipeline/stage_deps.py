@@ -5,8 +5,8 @@
 data path of its ``cmd`` that is not an output, and exactly the params sections its script reads. This module
 computes those from the source (``ast``, nothing is imported or run) and compares them with ``dvc.yaml``:
 
-    python -m a2gnn.pipeline.stage_deps            # prints what each stage must declare and any mismatch; exit 1 on one
-    python -m a2gnn.pipeline.stage_deps --write    # rewrites the code deps (script + package modules) in dvc.yaml
+    python -m a2gnn.stage_deps            # prints what each stage must declare and any mismatch; exit 1 on one
+    python -m a2gnn.stage_deps --write    # rewrites the code deps (script + package modules) in dvc.yaml
 
 ``tests/test_dvc_truth.py`` runs the same check. Params sections are found as ``params.get("<section>")`` /
 ``params["<section>"]`` in the stage script (stages are the only place params are parsed); the ``runtime``

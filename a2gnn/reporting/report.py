@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from a2gnn.pipeline.ablations import TABLES, format_table
+from a2gnn.pipeline.ablation_rows import TABLES
+from a2gnn.pipeline.ablations import format_table
 from a2gnn.core.io import UNAVAILABLE, atomic_file
 
 FIGURES = {  # key -> file name under the figures folder (declared as plots in dvc.yaml)
@@ -83,7 +84,7 @@ def read_curves(folders: Iterable[Path]) -> dict[str, dict[str, tuple[list[float
 
 
 def read_ablations(folder: Path | None) -> dict[str, dict[str, Any]]:
-    """The ablation tables (``<table>.json``) of a folder, in :data:`a2gnn.pipeline.ablations.TABLES` order."""
+    """The ablation tables (``<table>.json``) of a folder, in :data:`a2gnn.pipeline.ablation_rows.TABLES` order."""
     if folder is None or not Path(folder).is_dir():
         return {}
     found = {p.stem: read_json(p) for p in sorted(Path(folder).glob("*.json"))}

@@ -66,7 +66,15 @@ from a2gnn.seeds.box_cam import box_probabilities, boxes_array, box_supervision_
 from a2gnn.seeds.scores import load_cam_scores, save_cam_scores, with_background  # noqa: F401  (re-exported)
 from a2gnn.seeds.seam import cams_with_background, ecr_loss, pcm_refine
 from a2gnn.core import distributed
-from a2gnn.core.training import Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint, param_groups
+from a2gnn.core.training import (
+    OPTIMIZERS,
+    Checkpointer,
+    PolySchedule,
+    build_optimizer,
+    digest_arrays,
+    fingerprint,
+    param_groups,
+)
 
 CAM_EPS = 1e-5
 """Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
@@ -115,7 +123,7 @@ class CAMConfig(Config):
     def validate(self) -> None:
         self.check(self.epochs >= 1, "epochs", ">= 1")
         self.check(self.batch_size >= 1, "batch_size", ">= 1")
-        self.check(self.optimizer in ("sgd", "adam", "adamw"), "optimizer", "'sgd', 'adam' or 'adamw'")
+        self.check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS.names()}")
         self.check(self.lr > 0, "lr", "> 0")
         self.check(self.lr_power >= 0, "lr_power", ">= 0")
         self.check(0 <= self.momentum < 1, "momentum", "in [0, 1)")

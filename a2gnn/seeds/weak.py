@@ -17,7 +17,7 @@ box         (the paper's main task: Eq. 4-5 seeds of stages/seeds.py; this stage
 M'_I is the top-40 % confident CAM labels of Eq. (5) (:func:`a2gnn.seeds.fusion.top_confident_labels`, the
 ``seeds`` section). **Points, our reading**: the paper says M_g for points "is generated using the same setting
 with the scribble task"; points carry no background annotation, so M_P alone would give the A²GNN no background
-node; we take the scribble task's merge rule (M_P, else M'_I). Each supervision is one :data:`SUPERVISIONS` entry.
+node; we take the scribble task's merge rule (M_P, else M'_I). Each supervision form's seed rule is one :data:`WEAK_SEEDS` entry.
 
 Annotations: synthetic ones drawn from the ground truth (:mod:`a2gnn.data.weak_labels`) unless ``annotation_dir``
 names a folder of the dataset with the user's own ``<id>.png`` annotation maps (class ids, 255 = none).
@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from a2gnn.core.io import DataError
-from a2gnn.data.supervision import WeakConfig
+from a2gnn.core.registry import Registry
+from a2gnn.data.supervision import SUPERVISION_FORMS, WeakConfig
 from a2gnn.seeds.fusion import SeedsConfig, read_cam_scores, read_seed_map, top_confident_labels
 from a2gnn.ops.slic import slic
 from a2gnn.data.weak_labels import expand_by_superpixels, image_rng, merge_seeds, synthetic_points, synthetic_scribbles
+
+WEAK_SEEDS: Registry = Registry("weak seed rule")
+"""``weak.supervision`` (not ``box``) -> ``rule(ImageInputs, WeakConfig) -> (affinity seeds, A²GNN node labels)``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,33 +54,23 @@ def _expanded(inputs: ImageInputs, cfg: WeakConfig) -> np.ndarray:
     return expand_by_superpixels(inputs.annotation, slic(inputs.image, cfg.sp_segments, cfg.sp_compactness))
 
 
+@WEAK_SEEDS.register("scribble")
 def scribble_seeds(inputs: ImageInputs, cfg: WeakConfig) -> tuple[np.ndarray, np.ndarray]:
     """§7.1 scribbles: (affinity seeds M_S else M'_I, node labels M_S)."""
     m_s = _expanded(inputs, cfg)
     return merge_seeds(m_s, inputs.m_i_top), m_s
 
 
+@WEAK_SEEDS.register("point")
 def point_seeds(inputs: ImageInputs, cfg: WeakConfig) -> tuple[np.ndarray, np.ndarray]:
     """§7.1 points: (affinity seeds M'_I, node labels M_P else M'_I)."""
     return inputs.m_i_top, merge_seeds(_expanded(inputs, cfg), inputs.m_i_top)
 
 
+@WEAK_SEEDS.register("image")
 def image_seeds(inputs: ImageInputs, cfg: WeakConfig) -> tuple[np.ndarray, np.ndarray]:
     """§7.1 image-level labels: M'_I for both."""
     return inputs.m_i_top, inputs.m_i_top
-
-
-@dataclasses.dataclass(frozen=True)
-class Supervision:
-    seeds: Callable[[ImageInputs, WeakConfig], tuple[np.ndarray, np.ndarray]]
-    annotation: str | None  # "scribbles" | "points" | None: what the annotator gives
-
-
-SUPERVISIONS: dict[str, Supervision] = {
-    "scribble": Supervision(scribble_seeds, "scribbles"),
-    "point": Supervision(point_seeds, "points"),
-    "image": Supervision(image_seeds, None),
-}
 
 
 def synthetic_annotation(kind: str, semantic: np.ndarray, instance: np.ndarray, image_id: str, seed: int,
@@ -100,19 +93,19 @@ def read_annotation(path: Path, shape: tuple[int, int], num_classes: int) -> np.
 def image_weak_seeds(dataset, image_id: str, cam_dir: Path, data_root: Path, cfg: WeakConfig, seeds: SeedsConfig,
                      seed: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(annotation or None, affinity seeds, A²GNN node labels) of one image for ``cfg.supervision`` (not box)."""
-    supervision = SUPERVISIONS[cfg.supervision]
+    kind = SUPERVISION_FORMS[cfg.supervision].annotation
     ann = dataset.annotation(image_id)
     shape, n = (ann.height, ann.width), dataset.num_classes
     m_i = read_seed_map(Path(cam_dir) / "M_I" / f"{image_id}.png", shape, n)
     cams, labels = read_cam_scores(Path(cam_dir) / "scores" / f"{image_id}.npz", shape, n)
     m_i_top = top_confident_labels(m_i, cams, labels, seeds.top_ratio, seeds.top_population)
     annotation = None
-    if supervision.annotation is not None:
+    if kind is not None:
         if cfg.annotation_dir:
             annotation = read_annotation(Path(data_root) / cfg.annotation_dir / f"{image_id}.png", shape, n)
         else:
-            annotation = synthetic_annotation(supervision.annotation, dataset.semantic_gt(image_id),
+            annotation = synthetic_annotation(kind, dataset.semantic_gt(image_id),
                                               dataset.instance_gt(image_id), image_id, seed, cfg)
-    affinity, node = supervision.seeds(ImageInputs(dataset.image(image_id), m_i_top, annotation), cfg)
+    affinity, node = WEAK_SEEDS[cfg.supervision](ImageInputs(dataset.image(image_id), m_i_top, annotation), cfg)
     return annotation, affinity, node
 

@@ -89,7 +89,7 @@ class DeepLabConfig(Config):
         self.check(self.crop_size >= self.backbone.stride, "crop_size", f">= backbone.stride ({self.backbone.stride})")
         self.check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1], "scale_range",
                    "[lo, hi] with 0 < lo <= hi")
-        self.check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}")
+        self.check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS.names()}")
         self.check(self.lr > 0, "lr", "> 0")
         self.check(self.head_lr_mult > 0, "head_lr_mult", "> 0")
         self.check(0 <= self.momentum < 1, "momentum", "in [0, 1)")
