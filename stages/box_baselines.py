@@ -12,7 +12,6 @@ Writes <dir>/<id>.png for the train split, each folder all or nothing.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 import numpy as np
@@ -22,7 +21,8 @@ from a2gnn.core.cli import progress, run_stage, setup_stage, stage_parser
 from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.resize import to_original, unwrap
-from a2gnn.core.io import IGNORE_INDEX, DataError, atomic_dir, read_label, write_label
+from a2gnn.core.io import IGNORE_INDEX, atomic_dir, write_label
+from a2gnn.data.labels import LabelFolder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,14 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     data = DatasetConfig.from_params(params.get("dataset"))
     dataset = open_dataset(data, data.train_split, args.data_root)
     original = unwrap(dataset)
+    m_b_maps = LabelFolder(args.m_b_dir, "M_B", dataset.num_classes)
     with atomic_dir(args.boxes_out_dir) as boxes_dir, atomic_dir(args.grabcut_out_dir) as grabcut_dir:
         for image_id in progress(dataset.ids, desc="box baselines"):
             ann = original.annotation(image_id)
             write_label(boxes_dir / f"{image_id}.png", box_label_map(ann.boxes, (ann.height, ann.width)))
-            path = Path(args.m_b_dir) / f"{image_id}.png"
-            if not path.is_file():
-                raise DataError(path, "M_B seed map is missing")
-            m_b = read_label(path)
+            working = dataset.annotation(image_id)
+            m_b = m_b_maps.read(image_id, (working.height, working.width))
             filled = np.where(m_b == IGNORE_INDEX, BACKGROUND, m_b).astype(np.uint8)
             write_label(grabcut_dir / f"{image_id}.png", to_original(dataset, image_id, filled))
 

@@ -23,7 +23,8 @@ from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
 from a2gnn.data.resize import resize_label
 from a2gnn.reporting.figures import assemble_grid, colourise, overlay_instances, write_png
-from a2gnn.core.io import DataError, read_label
+from a2gnn.core.io import DataError
+from a2gnn.data.labels import LabelFolder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     titles, nearest = ["image", "ground truth" if has_gt else "boxes (no masks)"], [False, True]
     deeplab = maskrcnn = None
     if args.labels:
+        labels = LabelFolder(args.labels, "pseudo label", dataset.num_classes)  # any size: drawn at the image's
         titles.append("A2GNN pseudo label")
         nearest.append(True)
     if args.deeplab:
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         truth = dataset.semantic_gt(image_id) if has_gt else box_label_map(dataset.annotation(image_id).boxes, size)
         row = [image, colourise(resize_label(truth, size))]
         if args.labels:
-            row.append(colourise(resize_label(read_label(f"{args.labels}/{image_id}.png"), size)))
+            row.append(colourise(resize_label(labels.read(image_id), size)))
         if deeplab is not None:
             row.append(colourise(predict_probs(deeplab, image, runtime.device).argmax(axis=0).astype(np.uint8)))
         if maskrcnn is not None:

@@ -202,7 +202,7 @@ def test_a_users_annotation_maps_are_read_and_bad_ones_named(tiny_voc, tmp_path)
     cfg = WeakConfig(supervision="scribble", annotation_dir="mine", sp_segments=60)
     annotation, _, _ = weak.image_weak_seeds(dataset, first, cam_dir, tiny_voc, cfg, weak.SeedsConfig(), 0)
     assert np.array_equal(annotation, mine)
-    with pytest.raises(weak.DataError, match="annotation map missing"):
+    with pytest.raises(weak.DataError, match="annotation map is missing"):
         weak.image_weak_seeds(dataset, dataset.ids[1], cam_dir, tiny_voc, cfg, weak.SeedsConfig(), 0)
     write_label(tiny_voc / "mine" / f"{first}.png", mine[:-1])
     with pytest.raises(weak.DataError, match=f"{first}.png"):

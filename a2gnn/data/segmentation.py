@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from a2gnn.data.resize import ResizedDataset, resize_label
-from a2gnn.core.io import IGNORE_INDEX, DataError, read_label
+from a2gnn.core.io import DataError
+from a2gnn.data.labels import LabelFolder, check_label_values, read_label_checked, size_text
 
 GT_LABELS = "gt"
 """``labels`` value that selects the reader's ground truth instead of a folder."""
@@ -39,13 +40,9 @@ class SegmentationDataset:
         self.num_classes = len(self.class_names)
         self.from_gt = str(labels) == GT_LABELS
         self.label_dir = None if self.from_gt else Path(labels)
-        if self.label_dir is not None:
-            if not self.label_dir.is_dir():
-                raise DataError(self.label_dir, "label directory is missing")
-            missing = [p for p in (self.label_path(i) for i in self.ids) if not p.is_file()]
-            if missing:
-                more = f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""
-                raise DataError(missing[0], f"label map is missing{more}")
+        self.folder = None if self.from_gt else LabelFolder(labels, "label map", self.num_classes)
+        if self.folder is not None:
+            self.folder.check_complete(self.ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -66,16 +63,13 @@ class SegmentationDataset:
         With ``dataset.max_side`` the stages see shrunk photos while pseudo labels are written at full size: a
         label map of the photo's original size is shrunk to ``shape`` (nearest neighbour, as the ground truth)."""
         path = self.label_path(image_id)
-        label = self.reader.semantic_gt(image_id) if self.from_gt else read_label(path)
+        label = self.reader.semantic_gt(image_id) if self.from_gt else read_label_checked(path, what="label map")
         if (shape is not None and isinstance(self.reader, ResizedDataset)
                 and label.shape == self.reader.original_size(image_id)):
             label = resize_label(label, shape)
         if shape is not None and label.shape != tuple(shape):
-            raise DataError(path, f"label map is {label.shape[1]}x{label.shape[0]}, image is {shape[1]}x{shape[0]}")
-        bad = (label >= self.num_classes) & (label != IGNORE_INDEX)
-        if bad.any():
-            value = int(label[bad][0])
-            raise DataError(path, f"label value {value} is not a class index (< {self.num_classes}) or {IGNORE_INDEX}")
+            raise DataError(path, f"label map is {size_text(label.shape)}, the image is {size_text(shape)}")
+        check_label_values(path, label, self.num_classes)
         return label
 
     def sample(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:

@@ -13,11 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
+from a2gnn.data.labels import check_label_values, read_label_checked, size_text
 from a2gnn.core.cli import progress
 from a2gnn.data.voc import VOCDataset
 from a2gnn.data.resize import original_gt
 from a2gnn.evaluation.confusion import ConfusionMatrix
-from a2gnn.core.io import IGNORE_INDEX, DataError, atomic_file, read_label, unavailable_figures, write_json
+from a2gnn.core.io import DataError, atomic_file, unavailable_figures, write_json
 
 
 def prediction_paths(dataset: VOCDataset, label_dir: os.PathLike | str) -> list[Path]:
@@ -33,25 +34,15 @@ def prediction_paths(dataset: VOCDataset, label_dir: os.PathLike | str) -> list[
     return paths
 
 
-def check_label_values(path: Path, label: np.ndarray, num_classes: int) -> None:
-    """Raise DataError (naming ``path``) if a value is neither a class index nor IGNORE_INDEX."""
-    bad = (label >= num_classes) & (label != IGNORE_INDEX)
-    if bad.any():
-        value = int(label[bad][0])
-        raise DataError(path, f"label value {value} is not a class index (< {num_classes}) or {IGNORE_INDEX}")
-
-
 def read_prediction(dataset, image_id: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(prediction, ground truth)`` of one image, both (H, W) uint8: the ground truth at the prediction's
     resolution (the original one for pseudo labels mapped back to a shrunk photo's size). A prediction whose size
     differs from its ground truth, or a value outside {0..C-1, 255} in either, raises DataError naming the file."""
-    pred = read_label(path)
+    pred = read_label_checked(path, None, dataset.num_classes, "prediction")
     gt = original_gt(dataset, image_id, pred.shape)
     if pred.shape != gt.shape:
-        sizes = f"{pred.shape[1]}x{pred.shape[0]} but ground truth is {gt.shape[1]}x{gt.shape[0]}"
-        raise DataError(path, f"prediction is {sizes}")
-    check_label_values(path, pred, dataset.num_classes)
-    check_label_values(Path(f"ground truth of {image_id}"), gt, dataset.num_classes)
+        raise DataError(path, f"prediction is {size_text(pred.shape)} but ground truth is {size_text(gt.shape)}")
+    check_label_values(Path(f"ground truth of {image_id}"), gt, dataset.num_classes, "ground truth")
     return pred, gt
 
 

@@ -27,11 +27,12 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from a2gnn.data.labels import LabelFolder
 from a2gnn.data.coco import CocoInstance, encode_mask, write_coco_instances
 from a2gnn.data.voc import Box, parse_voc_xml
 from a2gnn.evaluation.coco_eval import coco_ap
 from a2gnn.pseudo_labels.instances import InstanceConfig, coco_images, pseudo_instances
-from a2gnn.core.io import DataError, read_label
+from a2gnn.core.io import DataError
 
 SIZE_LIMITS = (32**2, 96**2)
 """COCO's area limits (pixels): small < 32², medium < 96², large otherwise."""
@@ -102,11 +103,7 @@ def score_label_dirs(
             if mask.any():
                 gt_instances.append(CocoInstance(img.id, box.label, mask, iscrowd=not keep))
         for name, folder in label_dirs.items():
-            path = Path(folder) / f"{image_id}.png"
-            label = read_label(path)
-            if label.shape != (img.height, img.width):
-                raise DataError(path, f"label map is {label.shape[1]}x{label.shape[0]}, the image "
-                                      f"{img.width}x{img.height}")
+            label = LabelFolder(folder, "label map").read(image_id, (img.height, img.width))
             pseudo = np.zeros((len(boxes),) + label.shape, dtype=bool)
             for found in pseudo_instances(label, boxes, cfg):
                 pseudo[found.box_index] = found.mask

@@ -17,9 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
+from a2gnn.data.labels import LabelFolder
 from a2gnn.core.config import Config
 from a2gnn.data.voc import Annotation
-from a2gnn.core.io import DataError, read_label
+from a2gnn.core.io import DataError
 from a2gnn.pseudo_labels.postprocess import image_channels, soft_label
 
 
@@ -44,13 +45,9 @@ class GrabCutScorer:
     def __call__(self, ids: Sequence[str], annotations: Sequence[Annotation]) -> list[np.ndarray]:
         out = []
         for image_id, annotation in zip(ids, annotations):
-            path = Path(self.m_b_dir) / f"{image_id}.png"
-            if not path.is_file():
-                raise DataError(path, "M_B seed map is missing")
-            m_b = read_label(path)
-            if m_b.shape != (annotation.height, annotation.width):
-                raise DataError(path, f"M_B is {m_b.shape[1]}x{m_b.shape[0]}, the image "
-                                      f"{annotation.width}x{annotation.height}")
+            folder = LabelFolder(self.m_b_dir, "M_B")
+            path = folder.path(image_id)
+            m_b = folder.read(image_id, (annotation.height, annotation.width))
             try:
                 out.append(soft_label(m_b, image_channels(annotation), self.cfg.confidence))
             except ValueError as exc:

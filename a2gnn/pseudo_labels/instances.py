@@ -40,10 +40,11 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from a2gnn.data.labels import LabelFolder
 from a2gnn.core.config import PSEUDO_LABEL_METHODS, Config
 from a2gnn.data.coco import CocoImage, CocoInstance, write_coco_instances
 from a2gnn.data.voc import Box
-from a2gnn.core.io import DataError, read_label
+from a2gnn.core.io import DataError
 from a2gnn.data.boxes import box_mask, box_owner_map
 
 log = logging.getLogger(__name__)
@@ -160,9 +161,9 @@ def write_pseudo_instances(
     Every label map is checked against its annotation's size; a missing or mis-sized map raises DataError
     naming it before anything is written.
     """
-    label_dir = Path(label_dir)
-    if not label_dir.is_dir():
-        raise DataError(label_dir, "pseudo-label folder is missing")
+    folder = LabelFolder(label_dir, "pseudo label")
+    if not folder.root.is_dir():
+        raise DataError(folder.root, "pseudo-label folder is missing")
     images = coco_images(dataset)
     instances, n_boxes, n_empty, fills = [], 0, 0, []
     items = zip(images, dataset.ids)
@@ -170,10 +171,7 @@ def write_pseudo_instances(
         items = progress(items, "instances", len(images))
     for img, image_id in items:
         boxes = dataset.annotation(image_id).boxes
-        path = label_dir / f"{image_id}.png"
-        label = read_label(path)
-        if label.shape != (img.height, img.width):
-            raise DataError(path, f"label map is {label.shape[1]}x{label.shape[0]}, the image {img.width}x{img.height}")
+        label = folder.read(image_id, (img.height, img.width))
         found = pseudo_instances(label, boxes, cfg)
         n_boxes += len(boxes)
         n_empty += len(boxes) - sum(not p.fallback for p in found)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -329,7 +328,8 @@ def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg
     from a2gnn.core.cli import progress
     from a2gnn.core.config import ConfigError
     from a2gnn.data.resize import to_original
-    from a2gnn.core.io import DataError, atomic_dir, read_label, write_label
+    from a2gnn.core.io import atomic_dir, write_label
+    from a2gnn.data.labels import LabelFolder
 
     if cfg.min_box_fill > 0 and fallback_dir is None:
         raise ConfigError("postprocess.min_box_fill > 0 needs M_B (the stage's --grabcut <m_b_dir>)")
@@ -337,21 +337,19 @@ def write_pseudo_labels(dataset, scorer: Scorer, cfg: PostprocessConfig, crf_cfg
         raise ConfigError("postprocess.fill_source grabcut_crf needs grabcut_crf.confidence")
     labels = generate_pseudo_labels(dataset, scorer, cfg, crf_cfg, workers, chunk_images,
                                     progress=lambda chunks: progress(chunks, desc=desc))
+    m_b = LabelFolder(fallback_dir, "M_B", hint="(M_B of another dataset.max_side?)") if fallback_dir else None
     with atomic_dir(out_dir) as tmp:
         for image_id, label in labels:
             fallback = None
             if cfg.min_box_fill > 0:
-                path = Path(fallback_dir) / f"{image_id}.png"
-                fallback = read_label(path)
                 working = dataset.annotation(image_id)
-                if fallback.shape != (working.height, working.width):
-                    raise DataError(path, f"M_B is {fallback.shape[1]}x{fallback.shape[0]}, the image is "
-                                          f"{working.width}x{working.height} (M_B of another dataset.max_side?)")
+                fallback = m_b.read(image_id, (working.height, working.width))
             label = to_original(dataset, image_id, label)
             if fallback is not None:
                 boxes = photo_boxes(dataset, image_id)
                 if cfg.fill_source == "grabcut_crf" and under_filled_boxes(label, boxes, cfg.min_box_fill):
-                    source = grabcut_crf_fallback(dataset, image_id, fallback, cfg, crf_cfg, fill_confidence, path)
+                    source = grabcut_crf_fallback(dataset, image_id, fallback, cfg, crf_cfg, fill_confidence,
+                                                  m_b.path(image_id))
                 else:
                     source = to_original(dataset, image_id, fallback)
                 label = fill_empty_boxes(label, boxes, source, cfg.min_box_fill)

@@ -54,9 +54,10 @@ from typing import Sequence
 
 import numpy as np
 
+from a2gnn.data.labels import read_label_checked
 from a2gnn.core.config import Config
 from a2gnn.data.voc import Box, VOCDataset
-from a2gnn.core.io import IGNORE_INDEX, DataError, read_label
+from a2gnn.core.io import IGNORE_INDEX, DataError
 from a2gnn.data.boxes import BACKGROUND, box_union_mask
 from a2gnn.seeds.scores import load_cam_scores
 
@@ -199,13 +200,7 @@ def read_cam_scores(path: Path, shape: tuple[int, int], num_classes: int) -> tup
 
 def read_seed_map(path: Path, shape: tuple[int, int], num_classes: int) -> np.ndarray:
     """Read a seed label PNG (M_I or M_B) and check its size and values (0..C-1 or 255)."""
-    label = read_label(path)
-    if label.shape != shape:
-        raise DataError(path, f"label map is {label.shape[1]}x{label.shape[0]}, expected {shape[1]}x{shape[0]}")
-    bad = (label >= num_classes) & (label != IGNORE_INDEX)
-    if bad.any():
-        raise DataError(path, f"label values {sorted(set(label[bad].tolist()))} outside 0..{num_classes - 1} and 255")
-    return label
+    return read_label_checked(path, shape, num_classes, "seed map")
 
 
 def image_seed_labels(

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from a2gnn.core.io import DataError
+from a2gnn.core.io import DataError  # noqa: F401  (re-exported: tests raise it through this module)
+from a2gnn.data.labels import read_label_checked
 from a2gnn.core.registry import Registry
 from a2gnn.data.supervision import SUPERVISION_FORMS, WeakConfig
 from a2gnn.seeds.fusion import SeedsConfig, read_cam_scores, read_seed_map, top_confident_labels
@@ -85,9 +86,8 @@ def synthetic_annotation(kind: str, semantic: np.ndarray, instance: np.ndarray, 
 
 def read_annotation(path: Path, shape: tuple[int, int], num_classes: int) -> np.ndarray:
     """A user's annotation map: same size as the image, class ids 0..C-1 or 255; clear DataError otherwise."""
-    if not path.is_file():
-        raise DataError(path, "annotation map missing (weak.annotation_dir names a folder with <id>.png per image)")
-    return read_seed_map(path, shape, num_classes)
+    return read_label_checked(path, shape, num_classes, "annotation map",
+                              hint="(weak.annotation_dir names a folder with <id>.png per image)")
 
 
 def image_weak_seeds(dataset, image_id: str, cam_dir: Path, data_root: Path, cfg: WeakConfig, seeds: SeedsConfig,
