@@ -215,14 +215,28 @@ def checkpoint_dir(stage: str, root: os.PathLike | str = CHECKPOINT_ROOT) -> Pat
     return Path(root) / stage
 
 
-def clear_checkpoint(directory: os.PathLike | str | None) -> None:
-    """Delete ``directory/last.pt`` once a stage has written its outputs.
+def prepare_checkpoint_dir(directory: os.PathLike | str) -> Path:
+    """Create ``directory``; under ``checkpoints/`` also the ``.gitignore`` that keeps checkpoints out of git."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ignore = directory.parent / ".gitignore"
+    if directory.parent.name == CHECKPOINT_ROOT.name and not ignore.exists():
+        ignore.write_text("# resumable training checkpoints (a2gnn.core.training): never committed\n*\n")
+    return directory
+
+
+def clear_checkpoint(directory: os.PathLike | str | None, patterns: Sequence[str] = (CHECKPOINT_FILE,)) -> None:
+    """Delete the files of ``directory`` matching ``patterns`` (default ``last.pt``) once a stage has written its
+    outputs.
 
     A checkpoint only serves to resume an *interrupted* run; one left after success would let a later rerun of
     the stage (e.g. after a code change, which the fingerprint does not see) resume a finished, stale training.
     """
-    if directory is not None:
-        (Path(directory) / CHECKPOINT_FILE).unlink(missing_ok=True)
+    if directory is None or not Path(directory).is_dir():
+        return
+    for pattern in patterns:
+        for path in sorted(Path(directory).glob(pattern)):
+            path.unlink()
 
 
 class Checkpointer:
@@ -252,10 +266,7 @@ class Checkpointer:
         """Write the state after ``epoch`` finished epochs (atomic; rank 0 only when several processes train)."""
         if self.directory is None or not distributed.is_main():
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        ignore = self.directory.parent / ".gitignore"
-        if self.directory.parent.name == CHECKPOINT_ROOT.name and not ignore.exists():
-            ignore.write_text("# resumable training checkpoints (a2gnn.core.training): never committed\n*\n")
+        prepare_checkpoint_dir(self.directory)
         state = {
             "fingerprint": self.fingerprint,
             "epoch": int(epoch),

@@ -201,9 +201,8 @@ def superpixel_positions(labels: np.ndarray | Tensor, grid: tuple[int, int]) -> 
     """
     lab = _as_long(labels)
     H, W = lab.shape
-    stride = GridMap.from_sizes((H, W), grid).stride
     ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
-    return (superpixel_means(torch.stack([ys, xs]), lab) + 0.5) / stride - 0.5
+    return GridMap.from_sizes((H, W), grid).cell_coordinates(superpixel_means(torch.stack([ys, xs]), lab))
 
 
 def superpixel_box_nodes(positions: Tensor, boxes: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:

@@ -54,7 +54,7 @@ from a2gnn.instance import lite_fpn
 from a2gnn.data.coco import CocoInstance, encode_mask, voc_to_coco, write_coco_instances
 from a2gnn.core.io import DataError, load_torch, save_torch
 from a2gnn.core import distributed
-from a2gnn.core.training import checkpoint_dir, fingerprint, live_curves
+from a2gnn.core.training import checkpoint_dir, clear_checkpoint, fingerprint, live_curves, prepare_checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -285,10 +285,7 @@ def iteration_samples(seed: int, iteration: int, batch_size: int, n: int) -> lis
 # ------------------------------------------------------------------------------------------------------------
 def _prepare_checkpoints(directory: Path, run: str) -> None:
     """Keep ``directory``'s checkpoint only if it belongs to run ``run``; ``checkpoints/.gitignore`` as training.py."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ignore = directory.parent / ".gitignore"
-    if directory.parent.name == "checkpoints" and not ignore.exists():
-        ignore.write_text("# resumable training checkpoints (a2gnn.core.training): never committed\n*\n")
+    prepare_checkpoint_dir(directory)
     stamp = directory / FINGERPRINT_FILE
     if stamp.is_file() and stamp.read_text() != run:
         log.warning("%s: checkpoint of another run (config, seed or data differ): starting over", directory)
@@ -299,12 +296,7 @@ def _prepare_checkpoints(directory: Path, run: str) -> None:
 def clear_checkpoints(directory: os.PathLike | str | None) -> None:
     """Delete the resumable checkpoint in ``directory`` (after the final weights are written; see
     :func:`a2gnn.core.training.clear_checkpoint` for why none is kept after success)."""
-    if directory is None or not Path(directory).is_dir():
-        return
-    for path in Path(directory).glob("model_*.pth"):
-        path.unlink()
-    for name in ("last_checkpoint", FINGERPRINT_FILE):
-        (Path(directory) / name).unlink(missing_ok=True)
+    clear_checkpoint(directory, ("model_*.pth", "last_checkpoint", FINGERPRINT_FILE))
 
 
 def train_maskrcnn(

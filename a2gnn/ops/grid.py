@@ -166,9 +166,14 @@ class GridMap:
         up = F.interpolate(scores[None].to(torch.float32), size=size, mode="bilinear", align_corners=False)
         return up[0, :, : self.image_size[0], : self.image_size[1]]
 
+    def cell_coordinates(self, pixels: Tensor) -> Tensor:
+        """Pixel coordinates (float, pixel centres at integers) -> grid-cell coordinates, cell a centred at a:
+        ``(p + 1/2) / s - 1/2`` (cell a holds pixels [a s, (a + 1) s), centre (a + 1/2) s). Any shape."""
+        return (pixels + 0.5) / self.stride - 0.5
+
     def _axis_taps(self, n_pixels: int, n_cells: int) -> tuple[Tensor, Tensor]:
         """1-D linear taps of :meth:`upsample` along one axis: (n_pixels, 2) cell ids and weights."""
-        src = ((torch.arange(n_pixels, dtype=torch.float64) + 0.5) / self.stride - 0.5).clamp_min(0.0)
+        src = self.cell_coordinates(torch.arange(n_pixels, dtype=torch.float64)).clamp_min(0.0)
         i0 = src.floor().to(torch.int64).clamp(max=n_cells - 1)
         i1 = (i0 + 1).clamp(max=n_cells - 1)
         frac = (src - i0.to(torch.float64)).clamp(0.0, 1.0)
