@@ -1,13 +1,15 @@
 """Shared pytest fixtures.
 
-``tiny_voc``: a tiny embedded dataset (VOC layout, see :mod:`a2gnn.data.embedded`) generated in
-``tmp_path`` — 6 train + 2 val images of 64-96 px, 5 foreground classes, a few objects each. Use it
+``tiny_voc``: a tiny embedded dataset (VOC layout, see :mod:`a2gnn.data.embedded`), generated once per session
+and shared read-only — 6 train + 2 val images of 64-96 px, 5 foreground classes, a few objects each. Use it
 wherever a test needs real images with boxes, class GT and instance GT::
 
     def test_something(tiny_voc):
         ds = VOCDataset(tiny_voc, "train")
 
-``tiny_embedded_config(**overrides)`` returns the config behind it (override fields for variants).
+A test that changes the dataset takes ``tiny_voc_copy`` (its own copy under ``tmp_path``); a test that changes the
+shared one fails (its files are hashed before and after). ``helpers.tiny_embedded_config(**overrides)`` returns the
+config behind it (override fields for variants).
 
 ``pipeline_repo`` / ``reproduced_repo`` (session scope): a scratch git + DVC repo of the whole pipeline on the
 tiny profile (tests/profiles/tiny.yaml), before / after its one ``dvc repro``; ``run`` and ``stages_run`` are the
@@ -17,11 +19,7 @@ helpers the end-to-end tests (test_pipeline.py, test_remote.py) drive it with.
 from __future__ import annotations
 
 import a2gnn  # noqa: F401  (first: the numerics pin, a2gnn/core/numerics.py)
-import importlib.util
-import os
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -29,60 +27,35 @@ from typing import NamedTuple
 import pytest
 import torch
 import yaml
+from helpers import ROOT, TINY, deep_merge, run, tiny_embedded_config, tree_digest
 
-from a2gnn.data.embedded import EmbeddedConfig, generate
-
-TINY_EMBEDDED = {"n_train": 6, "n_val": 2, "min_size": 64, "max_size": 96}
-"""The ``embedded`` params of the tiny test dataset (everything else at its default)."""
+from a2gnn.data.embedded import generate
 
 
-def tiny_embedded_config(**overrides) -> EmbeddedConfig:
-    """EmbeddedConfig of the tiny test dataset, with ``overrides`` applied (validated)."""
-    return EmbeddedConfig.from_params({**TINY_EMBEDDED, **overrides})
+@pytest.fixture(scope="session")
+def _shared_tiny_voc(tmp_path_factory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("shared") / "tiny_voc"
+    generate(tiny_embedded_config(), root)
+    return root, tree_digest(root)
 
 
 @pytest.fixture
-def tiny_voc(tmp_path: Path) -> Path:
-    """Root of a freshly generated tiny embedded dataset (train: 6 images, val: 2) under tmp_path."""
+def tiny_voc(_shared_tiny_voc) -> Path:
+    """Root of the session's tiny embedded dataset (train: 6 images, val: 2). Read-only: checked after the test."""
+    root, digest = _shared_tiny_voc
+    yield root
+    assert tree_digest(root) == digest, "this test changed the shared tiny dataset: use the tiny_voc_copy fixture"
+
+
+@pytest.fixture
+def tiny_voc_copy(_shared_tiny_voc, tmp_path: Path) -> Path:
+    """A private copy of the tiny dataset under ``tmp_path``, for tests that change it."""
     root = tmp_path / "tiny_voc"
-    generate(tiny_embedded_config(), root)
+    shutil.copytree(_shared_tiny_voc[0], root)
     return root
 
 
 # --- the tiny-profile pipeline repo, shared by the end-to-end tests (test_pipeline.py, test_remote.py) ---------------
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).parent / "profiles" / "tiny.yaml"
-
-
-def load_stage(name: str):
-    """The module of ``stages/<name>.py`` (stage scripts are not a package), to call its ``main(argv)``."""
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    """Run ``cmd`` in ``cwd`` with this venv's tools first on PATH; stdout + stderr, AssertionError on failure."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout + proc.stderr
-
-
-def stages_run(output: str) -> set[str]:
-    """Stages a ``dvc repro`` / ``dvc exp run`` output says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 @pytest.fixture(scope="session")

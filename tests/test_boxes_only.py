@@ -22,7 +22,7 @@ from a2gnn.data.coco import COCODataset, voc_to_coco
 from a2gnn.data.voc import VOCDataset
 from a2gnn.evaluation.confusion import ConfusionMatrix
 from a2gnn.core.io import UNAVAILABLE, read_label, unavailable_reason
-from conftest import ROOT, TINY, deep_merge, run, stages_run
+from helpers import ROOT, TINY, deep_merge, run, stages_run
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run, stages_run
+from helpers import run, stages_run
 
 pytestmark = pytest.mark.slow
 COCO_TOLERANCE = 0.1  # |mIoU(COCO reader) - mIoU(VOC reader)| on the same tiny data

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pytest
 import yaml
 
-from conftest import run, stages_run
+from helpers import run, stages_run
 
 pytestmark = pytest.mark.slow
 

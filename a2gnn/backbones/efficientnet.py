@@ -118,7 +118,7 @@ _CLASSIFIER_PREFIX = "_fc."
 def _expansion_and_output(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """timm ``InvertedResidual.forward`` that also returns the input of ``conv_pwl`` (the expansion tap).
 
-    Mirrors timm 1.0's forward (checked against ``block(x)`` in tests/test_backbones.py).
+    Mirrors timm 1.0's forward (checked against ``block(x)`` in tests/backbones/test_backbones.py).
     """
     shortcut = x
     if getattr(block, "conv_s2d", None) is not None:

@@ -10,8 +10,8 @@ is imported; every stage, script, benchmark and the test session import ``a2gnn`
 
 What holds where (measured):
 
-* **the same x86-64 machine, with the AVX2 level forced or not**: same bytes (``tests/test_numerics.py``).
-* **two x86-64 CPUs with AVX2**: the tiny trainings of ``tests/test_training.py`` give the same bytes on Zen 3
+* **the same x86-64 machine, with the AVX2 level forced or not**: same bytes (``tests/core/test_numerics.py``).
+* **two x86-64 CPUs with AVX2**: the tiny trainings of ``tests/core/test_training.py`` give the same bytes on Zen 3
   (EPYC, no AVX-512) and Zen 4 (EPYC, AVX-512), but the full default ``dvc repro`` does **not**: the ``cam`` stage's
   bytes differ (GrabCut's do not) and every trained output after it; the metrics move by up to 0.6 points for the
   pseudo labels and up to 1.6 AP for Mask R-CNN (README, "Numerics"). The suspect is oneDNN: capped at AVX2, its

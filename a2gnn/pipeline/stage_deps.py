@@ -8,7 +8,7 @@ computes those from the source (``ast``, nothing is imported or run) and compare
     python -m a2gnn.stage_deps            # prints what each stage must declare and any mismatch; exit 1 on one
     python -m a2gnn.stage_deps --write    # rewrites the code deps (script + package modules) in dvc.yaml
 
-``tests/test_dvc_truth.py`` runs the same check. Params sections are found as ``params.get("<section>")`` /
+``tests/pipeline/test_dvc_truth.py`` runs the same check. Params sections are found as ``params.get("<section>")`` /
 ``params["<section>"]`` in the stage script (stages are the only place params are parsed); the ``runtime``
 section (speed knobs that do not change results) is read by every stage and must never be declared.
 """
