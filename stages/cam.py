@@ -14,7 +14,8 @@ from a2gnn.core import distributed
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
 from a2gnn.data.formats import DatasetConfig
 from a2gnn.data.formats import open_dataset
-from a2gnn.seeds.cam import CAMConfig, CAMJob, run_cam_job
+from a2gnn.seeds.cam import CAMConfig
+from a2gnn.seeds.cam_train import CAMJob, run_cam_job
 from a2gnn.core.training import checkpoint_dir
 
 

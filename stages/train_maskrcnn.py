@@ -17,7 +17,8 @@ from pathlib import Path
 from a2gnn.core import distributed
 from a2gnn.core.cli import run_stage, setup_stage, stage_parser
 from a2gnn.data.formats import DatasetConfig
-from a2gnn.instance.maskrcnn import CHECKPOINT_STAGE, GT, MaskRCNNConfig, TrainJob, run_train_job, train_records
+from a2gnn.instance.maskrcnn import CHECKPOINT_STAGE, GT, MaskRCNNConfig
+from a2gnn.instance.maskrcnn_train import TrainJob, run_train_job, train_records
 from a2gnn.data.formats import open_dataset
 from a2gnn.core.io import save_unavailable
 from a2gnn.core.training import checkpoint_dir

@@ -8,6 +8,7 @@ and ``.venv/bin/dvc`` (which fails without activation, because its stages' ``pyt
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -157,3 +158,44 @@ def test_architecture_names_every_module():
         if not any(path.name in line for line in sections.get(folder, [])):
             missing.append(str(rel))
     assert missing == []
+
+
+def table_cells(text: str, first_cell_prefix: str) -> list[str]:
+    """The cells of the first Markdown table row whose first cell starts with ``first_cell_prefix``."""
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cells[0].replace("**", "").startswith(first_cell_prefix):
+                return [c.replace("**", "") for c in cells]
+    raise AssertionError(f"no table row starting with {first_cell_prefix!r}")
+
+
+RESULTS_ROWS = {  # docs/results.md: row label prefix -> (column index, metrics file, key), checked against metrics/
+    "M_I (CAM": [(1, "seeds_miou", "M_I"), (3, "seeds_precision", "M_I")],
+    "M_B (GrabCut": [(1, "seeds_miou", "M_B"), (3, "seeds_precision", "M_B")],
+    "M_F (fusion": [(1, "seeds_miou", "M_F"), (3, "seeds_precision", "M_F")],
+    "M_g (confident": [(1, "seeds_miou", "M_g"), (3, "seeds_precision", "M_g")],
+    "box-as-mask": [(1, "pseudo_labels", "boxes"), (3, "pseudo_iou", "boxes")],
+    "GrabCut alone": [(1, "pseudo_labels", "grabcut"), (3, "pseudo_iou", "grabcut")],
+    "Baseline (CAM in boxes": [(1, "pseudo_labels", "baseline"), (3, "pseudo_iou", "baseline")],
+    "RW (random walk": [(1, "pseudo_labels", "rw"), (3, "pseudo_iou", "rw")],
+    "A²GNN, full": [(1, "pseudo_labels", "a2gnn"), (3, "pseudo_iou", "a2gnn")],
+    "GrabCut + CRF": [(1, "pseudo_labels", "grabcut_crf"), (3, "pseudo_iou", "grabcut_crf")],
+    "default (`params.yaml`)": [(1, "pseudo_labels", "a2gnn"), (2, "pseudo_labels", "rw"),
+                                (3, "pseudo_labels", "baseline"), (4, "pseudo_labels", "grabcut_crf")],
+}
+
+
+def test_results_page_figures_are_the_committed_metrics():
+    """docs/results.md's seed and pseudo-label tables hold exactly the committed metrics (never copied by hand)."""
+    from a2gnn.reporting.report import pct
+
+    text = (ROOT / "docs" / "results.md").read_text()
+    wrong = []
+    for prefix, checks in RESULTS_ROWS.items():
+        cells = table_cells(text, prefix)
+        for column, file, key in checks:
+            want = pct(json.loads((ROOT / "metrics" / f"{file}.json").read_text())[key])
+            if cells[column] != want:
+                wrong.append(f"{prefix} column {column}: page {cells[column]}, metrics/{file}.json {want}")
+    assert wrong == []

@@ -37,7 +37,7 @@ class StageJob:
 
     data_root: str
     checkpoints: str  # resume folder (checkpoints/<stage>)
-    dataset: Any  # a2gnn.core.config.DatasetConfig
+    dataset: Any  # a2gnn.data.formats.DatasetConfig
     seed: int
     device: str
 

@@ -46,6 +46,10 @@ from a2gnn.core.io import IGNORE_INDEX, DataError, atomic_file, read_image, read
 _FLOAT_SLACK = 1e-6
 """Float round-off allowance (px) in floor/ceil of box corners: ``ceil(10 + 1e-12)`` must stay 10."""
 
+PRODUCER = "written by a2gnn.datasets.coco"
+"""``info.description`` of the COCO JSON files we write: the producer tag as first released (the module has since
+moved to :mod:`a2gnn.data.coco`; the tag is kept so the written files stay byte-identical)."""
+
 
 class COCODataset:
     """Read-only access to a COCO instances JSON and its image folder (VOCDataset-like interface)."""
@@ -368,7 +372,7 @@ def write_coco_instances(
             ann["score"] = float(inst.score)
         anns.append(ann)
     data = {
-        "info": {"description": "written by a2gnn.data.coco", "version": "1.0"},
+        "info": {"description": PRODUCER, "version": "1.0"},
         "licenses": [],
         "images": [dataclasses.asdict(by_id[k]) for k in sorted(by_id)],
         "categories": [{"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(categories) if i],

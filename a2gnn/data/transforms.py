@@ -6,10 +6,10 @@ Conventions (docs/ARCHITECTURE.md): images (H, W, 3) uint8 RGB, labels (H, W) ui
 Images are resized bilinearly, labels with nearest neighbour (class indices are never blended). A crop window
 may extend past the image (an image smaller than the crop sits at a random position inside it): out-of-image
 label cells are 255 (ignored by the loss) and out-of-image image cells are 0 *after*
-:func:`a2gnn.backbones.base.normalize_image`, i.e. the ImageNet mean colour.
+:func:`normalize_image`, i.e. the ImageNet mean colour.
 
 :func:`crop_window` / :func:`paste_window` are the crop of the affinity training (``a2gnn.affinity.train``
-uses them). The CAM training (``a2gnn.seeds.cam.augment``) keeps its own crop: it places a small image with
+uses them). The CAM training (``a2gnn.seeds.cam_augment.augment``) keeps its own crop: it places a small image with
 an offset drawn from ``[0, S - n]`` rather than ``[n - S, 0]``, so sharing this one would change its results.
 
 Shapes: (H, W, 3) uint8, (H, W) uint8 -> (3, S, S) float32 normalised, (S, S) int64.

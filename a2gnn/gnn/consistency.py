@@ -34,7 +34,6 @@ from torch import Tensor
 
 from a2gnn.core.io import IGNORE_INDEX
 from a2gnn.core.registry import Registry
-from a2gnn.graph.nodes import box_nodes
 
 
 def box_prototypes(h: Tensor, entry_node: Tensor, entry_box: Tensor, num_boxes: int) -> Tensor:

@@ -14,7 +14,7 @@ computed based on the L1 distance between a node and its 8-neighbor nodes." The 
   pixel reads its stride-aligned feature-grid cell, :mod:`a2gnn.ops.grid`), then Eq. (15) as for grid nodes.
 * :func:`superpixel_adjacency` - superpixels that touch (8-connected pixels by default).
 * :func:`superpixel_edges` - edge weights from the L1 feature distance of adjacent superpixels, the same formula
-  as the grid-node ``graph.edges: l1`` (:func:`a2gnn.graph.build.l1_distance_weights`), self loops 1, σ cut.
+  as the grid-node ``graph.edges: l1`` (:func:`a2gnn.graph.edges.l1_distance_weights`), self loops 1, σ cut.
 * :func:`superpixel_labels` - node labels from M_g (majority of the labelled pixels, 255 if none).
 * :func:`superpixels_to_pixels` / :func:`grid_nodes` - predictions back to pixels / to the feature grid.
 * :func:`superpixel_graph` - all of it for one image (a dict; the pipeline's :class:`a2gnn.graph.build.ImageGraph` is
@@ -27,7 +27,7 @@ need of the nodes is defined here:
 * L_reg (Eq. 13, 22): :func:`superpixel_regulariser_pairs` - pairs of superpixels whose centroids
   (:func:`superpixel_positions`, in grid cells) are within ``graph.reg_radius``, G of Eq. (13) on the centroid
   offset and the mean colours (:func:`superpixel_means`); with one superpixel per grid cell this is exactly
-  :func:`a2gnn.graph.build.regulariser_pairs`.
+  :func:`a2gnn.graph.edges.regulariser_pairs`.
 * L_mp (Eq. 23-25): a box's row / column of grid cells becomes the superpixels under those cells' centre pixels
   (:func:`grid_nodes`), so Eq. (23) picks the best superpixel the line crosses.
 * Consistency checking (Eq. 27-28) and the background prototype: a superpixel lies in a box iff its centroid's
@@ -107,7 +107,7 @@ def superpixel_edges(
 
     :math:`E_{ab} = w_{ab}` if :math:`w_{ab} > \sigma`, :math:`w_{ab} = \exp(-\|x_a - x_b\|_1 / (\kappa \bar d))`,
     :math:`\bar d` the mean distance over the adjacent pairs: the formula of the grid-node
-    :func:`a2gnn.graph.build.l1_edges` on the superpixel adjacency instead of the radius-r disc. Sorted by (a, b).
+    :func:`a2gnn.graph.edges.l1_edges` on the superpixel adjacency instead of the radius-r disc. Sorted by (a, b).
 
     Shapes: x (K, D), adjacency (2, E) from :func:`superpixel_adjacency` -> edge_index (2, E' + K) int64,
     edge_weight (E' + K,) float32.
@@ -208,7 +208,7 @@ def superpixel_positions(labels: np.ndarray | Tensor, grid: tuple[int, int]) -> 
 def superpixel_box_nodes(positions: Tensor, boxes: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Every (box, superpixel) pair with the superpixel inside the box: the grid cell holding its centroid (nearest
     cell, clipped to the grid) lies in the half-open grid box ``[x1, y1, x2, y2, class]``. The superpixel form of
-    :func:`a2gnn.gnn.consistency.box_nodes` (Eq. 27-28 candidates, nodes outside every box).
+    :func:`a2gnn.graph.nodes.box_nodes` (Eq. 27-28 candidates, nodes outside every box).
 
     Shapes: positions (K, 2) from :func:`superpixel_positions`, boxes (M, 5) -> box (Q,), node (Q,) int64, sorted
     by box then node.
@@ -228,7 +228,7 @@ def superpixel_regulariser_pairs(
 ) -> tuple[Tensor, Tensor]:
     r"""L_reg pairs (Eq. 22) of superpixel nodes: (a, b), a != b, with centroids at most ``radius`` grid cells apart,
     and G(a, b) of Eq. (13) (:func:`a2gnn.affinity.losses.gaussian_kernel`) on the centroid offset (grid cells) and
-    the mean colours. The grid nodes' :func:`a2gnn.graph.build.regulariser_pairs` is the case of one superpixel per cell.
+    the mean colours. The grid nodes' :func:`a2gnn.graph.edges.regulariser_pairs` is the case of one superpixel per cell.
     Both orders listed, sorted by (a, b); O(K^2) memory.
 
     Shapes: positions (K, 2) from :func:`superpixel_positions`, colours (K, 3) in [0, 1] -> pair_index (2, P) int64,

@@ -9,7 +9,8 @@ from typing import Sequence
 
 from a2gnn.core.io import DataError, atomic_file, unavailable_reason
 from a2gnn.evaluation.coco_eval import instance_metrics
-from a2gnn.instance.maskrcnn import dataset_records, load_maskrcnn, predict, register_instances, write_gt_instances
+from a2gnn.instance.maskrcnn import load_maskrcnn, predict
+from a2gnn.instance.maskrcnn_data import dataset_records, register_instances, write_gt_instances
 from a2gnn.pseudo_labels.instances import image_root
 
 FIGURES = ("ap50", "ap70", "ap75", "ap", "ap_s", "ap_m", "ap_l", "box_ap")

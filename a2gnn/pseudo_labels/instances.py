@@ -14,7 +14,7 @@ Choices the paper leaves open (``instances`` section of params.yaml):
 * **Overlapping same-class boxes** (``overlap``): ``smallest`` (default) — a pixel of class c inside several
   boxes of class c belongs to the smallest of them only (:math:`S_k` = the smaller boxes of the same class
   that contain the pixel; ties in area: the later box of the annotation), the rule GrabCut seeds use for
-  :math:`M_B` (:func:`a2gnn.seeds.grabcut.box_owner_map`), so instances of one class never overlap;
+  :math:`M_B` (:func:`a2gnn.data.boxes.box_owner_map`), so instances of one class never overlap;
   ``all`` — every box claims every pixel of its class (:math:`S_k = \emptyset`; instances may overlap).
   Boxes of other classes never compete: a pixel's class decides which boxes can take it.
 * **Empty boxes** (``empty_box``): a box is *empty* when its instance has no pixel, or fewer than

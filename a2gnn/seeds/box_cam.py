@@ -5,7 +5,7 @@ photos of many classes that is a handful of examples per class and the CAM learn
 mIoU on 40 cluttered photos of 20 classes). The boxes carry far more: every box is a labelled region, and every
 pixel outside all boxes is background. This reading keeps the network of Eq. (1) (backbone, 1x1 classifier
 without bias over the class maps) with one more output, a background map, and trains it on the random views of
-:func:`a2gnn.seeds.cam.augment` with two cross-entropy terms over the K_fg + 1 maps:
+:func:`a2gnn.seeds.cam_augment.augment` with two cross-entropy terms over the K_fg + 1 maps:
 
 * **box term** (a classifier on box crops): for each box :math:`B_k` visible in the view, the maps pooled over
   the box (:math:`\bar y_k = \sum_i w_{ki} y_i / \sum_i w_{ki}`, :math:`w_{ki}` the fraction of cell i inside
@@ -41,7 +41,7 @@ def boxes_array(boxes: Sequence) -> np.ndarray:
 
 
 def plan_boxes(boxes: np.ndarray, image_hw: tuple[int, int], plan) -> np.ndarray:
-    """Boxes through a random view (:class:`a2gnn.seeds.cam.CropPlan`): rescale, flip, crop / place.
+    """Boxes through a random view (:class:`a2gnn.seeds.cam_augment.CropPlan`): rescale, flip, crop / place.
 
     Coordinates are rounded to whole canvas pixels and clipped to the image's part of the canvas; boxes left
     without area are dropped. Shapes: boxes (n, 5) -> (m, 5) float64, m <= n, in canvas pixels."""

@@ -1,5 +1,5 @@
 r"""SEAM's pixel correlation module (PCM) and equivariant cross regularisation (L_ECR): the parts of Eq. 1's
-:math:`\mathrm{Net}_{SEAM}` that :mod:`a2gnn.seeds.cam` lacks (it has L_ER, :func:`a2gnn.seeds.cam.equivariance_loss`).
+:math:`\mathrm{Net}_{SEAM}` that :mod:`a2gnn.seeds.cam` lacks (it has L_ER, :func:`a2gnn.seeds.cam_train.equivariance_loss`).
 
 SEAM (Wang et al., "Self-supervised Equivariant Attention Mechanism for Weakly Supervised Semantic Segmentation",
 CVPR 2020) trains a siamese CAM network on an image and its rescaled copy A(I). Its equations, as used here:

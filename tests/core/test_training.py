@@ -15,7 +15,7 @@ from torch import nn
 from a2gnn.core import numerics
 from a2gnn.affinity.train import build_affinity_net, fit_affinity
 from a2gnn.data.voc import VOCDataset
-from a2gnn.seeds.cam import train_cam_model
+from a2gnn.seeds.cam_train import train_cam_model
 from a2gnn.core.training import (
     Checkpointer,
     PolySchedule,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from a2gnn.gnn.model import A2GNN, GNNConfig
-from a2gnn.gnn.train import check_graph, collate, fit, image_seed, train_a2gnn, train_a2gnn_single
+from a2gnn.gnn.batch import check_graph, collate
+from a2gnn.gnn.train import fit, image_seed, train_a2gnn, train_a2gnn_single
 from helpers import probs_to_grid
 from a2gnn.graph.types import ImageGraph
 from a2gnn.core.io import DataError

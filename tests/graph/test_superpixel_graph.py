@@ -18,7 +18,8 @@ from a2gnn.data.voc import Annotation, Box, VOCDataset
 from a2gnn.gnn.model import GNNConfig
 from a2gnn.pseudo_labels.a2gnn import A2GNNScorer, graph_probs_to_image
 from a2gnn.graph.nodes import grid_probs_to_image
-from a2gnn.gnn.train import collate, train_a2gnn
+from a2gnn.gnn.batch import collate
+from a2gnn.gnn.train import train_a2gnn
 from a2gnn.graph.build import build_image_graph
 from a2gnn.graph.edges import regulariser_pairs
 from a2gnn.graph.types import GraphConfig, ImageGraph

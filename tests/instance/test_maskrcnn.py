@@ -21,18 +21,9 @@ from a2gnn.data.formats import open_dataset
 from a2gnn.data.voc import VOCDataset
 from a2gnn.data.coco import CocoImage, CocoInstance, encode_mask, write_coco_instances
 from a2gnn.evaluation.coco_eval import coco_ap, instance_metrics
-from a2gnn.instance.maskrcnn import (
-    MaskRCNNConfig,
-    build_d2_config,
-    dataset_records,
-    iteration_samples,
-    load_maskrcnn,
-    predict,
-    register_instances,
-    save_maskrcnn,
-    train_maskrcnn,
-    write_gt_instances,
-)
+from a2gnn.instance.maskrcnn import MaskRCNNConfig, build_d2_config, load_maskrcnn, predict, save_maskrcnn
+from a2gnn.instance.maskrcnn_data import dataset_records, iteration_samples, register_instances, write_gt_instances
+from a2gnn.instance.maskrcnn_train import train_maskrcnn
 from a2gnn.pseudo_labels.instances import image_root
 from a2gnn.core.io import DataError
 
@@ -327,7 +318,8 @@ def test_large_photos_reach_detectron2_at_their_own_size(tiny_voc, tmp_path):
     from detectron2.data import DatasetMapper
     from PIL import Image
 
-    from a2gnn.instance.maskrcnn import TrainJob, train_records
+    from a2gnn.instance.maskrcnn_train import TrainJob
+    from a2gnn.instance.maskrcnn_train import train_records
 
     job = TrainJob(data_root=str(tiny_voc), checkpoints=str(tmp_path / "ckpt"),
                    dataset=DatasetConfig(root=str(tiny_voc), max_side=64), seed=0, device="cpu", cfg=tiny_cfg())

@@ -25,19 +25,17 @@ from a2gnn.seeds.cam import (
     CAMConfig,
     CAMNet,
     CAM_EPS,
-    augment,
     build_cam_model,
     cam_seeds,
     compute_cams,
-    equivariance_loss,
-    evaluate_bce,
     load_cam_checkpoint,
     masked_gap,
     multi_hot,
     normalize_cams,
     save_cam_checkpoint,
-    train_cam_model,
 )
+from a2gnn.seeds.cam_augment import augment
+from a2gnn.seeds.cam_train import equivariance_loss, evaluate_bce, train_cam_model
 from a2gnn.seeds.scores import load_cam_scores, save_cam_scores
 
 REPO = Path(__file__).resolve().parents[2]
@@ -320,7 +318,7 @@ def test_stage_outputs_are_reproducible_and_atomic(tmp_path, capsys):
 def test_plan_boxes_follows_the_view_of_a_painted_box():
     """Boxes carried through rescale / flip / crop / placement land where the same view puts a painted box."""
     from a2gnn.seeds.box_cam import plan_boxes
-    from a2gnn.seeds.cam import apply_plan, crop_plan
+    from a2gnn.seeds.cam_augment import apply_plan, crop_plan
 
     rng = np.random.default_rng(3)
     for trial in range(40):
