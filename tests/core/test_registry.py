@@ -50,6 +50,7 @@ def test_unknown_name_lists_the_choices():
     ("a2gnn.graph.types", "NODE_LAYOUTS", {"grid", "superpixels"}),
     ("a2gnn.gnn.model", "LAYER_KINDS", {"a2gnn", "agnn", "gcn", "gat"}),
     ("a2gnn.gnn.consistency", "CONSISTENCY_SCALES", {"background", "absolute", "nearest"}),
+    ("a2gnn.instance.maskrcnn", "BACKBONE_BUILDERS", {"resnet", "efficientnet_lite0"}),
 ])
 def test_every_plug_in_point_is_a_registry(module, name, entries):
     import importlib
