@@ -199,3 +199,30 @@ def test_results_page_figures_are_the_committed_metrics():
             if cells[column] != want:
                 wrong.append(f"{prefix} column {column}: page {cells[column]}, metrics/{file}.json {want}")
     assert wrong == []
+
+
+ABLATION_BULLETS = {"Table 4(a)": "table4a", "Table 4(b)": "table4b", "Table 4(c)": "table4c",
+                    "Table 4(d)": "table4d", "Table 4(e)": "table4e"}
+
+
+def bullet(text: str, title: str) -> str:
+    """The text of the Markdown bullet that starts with ``* **<title>**``, up to the next bullet."""
+    start = text.index(f"* **{title}**")
+    end = text.find("\n* **", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_ablation_page_figures_are_the_committed_tables():
+    """docs/ablations.md's "paper → ours" pairs of Table 4(a)-(e) are the rows of metrics/ablations/<table>.json,
+    in order (never copied by hand)."""
+    from a2gnn.reporting.report import pct
+
+    text = (ROOT / "docs" / "ablations.md").read_text()
+    wrong = []
+    for title, table in ABLATION_BULLETS.items():
+        pairs = re.findall(r"(\d+\.\d) → \**(\d+\.\d)\**", " ".join(bullet(text, title).split()))
+        rows = json.loads((ROOT / "metrics" / "ablations" / f"{table}.json").read_text())["rows"]
+        want = [(f"{r['paper']:.1f}", pct(r["ours"] / 100)) for r in rows if r["paper"] is not None]
+        if pairs != want:
+            wrong.append(f"{title}: page {pairs}, metrics/ablations/{table}.json {want}")
+    assert wrong == []
