@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from a2gnn.data.boxes import box_owner_map
+
 BOX_FIELDS = 5
 """A box array row: x1, y1, x2, y2 (0-based, half-open, pixels), class index (>= 1)."""
 
@@ -124,3 +126,16 @@ def box_probabilities(logits: Tensor, labels: np.ndarray) -> Tensor:
     Shapes: logits (K_fg + 1, H, W) (background last), labels (K,) class indices >= 1 -> (K, H, W) in [0, 1]."""
     keep = torch.cat([torch.from_numpy(np.asarray(labels, dtype=np.int64) - 1), torch.tensor([logits.shape[0] - 1])])
     return torch.softmax(logits[keep.to(logits.device)], dim=0)[:-1]
+
+
+def objectness_class_cams(objectness: np.ndarray, boxes: Sequence, labels: Sequence[int]) -> np.ndarray:
+    """CAMs under ``supervision: objectness``: the class-agnostic object map given, pixel by pixel, to the class of
+    the smallest box containing the pixel (the overlap rule of Eq. 3); 0 outside every box and in other classes.
+
+    Shapes: objectness (H, W) in [0, 1], boxes: :class:`a2gnn.data.voc.Box` objects, labels (K,) -> (K, H, W)
+    float32."""
+    objectness = np.asarray(objectness, dtype=np.float32)
+    owner = box_owner_map(boxes, objectness.shape)
+    owner_class = np.where(owner >= 0, np.asarray([b.label for b in boxes] + [0], dtype=np.int64)[owner], 0)
+    cams = [np.where(owner_class == k, objectness, 0.0) for k in np.asarray(labels, dtype=np.int64)]
+    return np.stack(cams).astype(np.float32) if cams else np.zeros((0, *objectness.shape), np.float32)

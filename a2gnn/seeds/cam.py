@@ -59,7 +59,7 @@ from a2gnn.data.transforms import normalize_image
 from a2gnn.core.config import Config
 from a2gnn.ops.crf import CRFConfig, dense_crf
 from a2gnn.core.io import IGNORE_INDEX, DataError, load_torch, save_torch
-from a2gnn.seeds.box_cam import box_probabilities
+from a2gnn.seeds.box_cam import box_probabilities, objectness_class_cams
 from a2gnn.seeds.scores import with_background
 from a2gnn.seeds.seam import cams_with_background, pcm_refine
 from a2gnn.core.training import OPTIMIZERS
@@ -68,8 +68,11 @@ CAM_EPS = 1e-5
 """Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
 
 
-CAM_SUPERVISION = ("image", "boxes")
-"""What trains the classifier: Eq. (1)'s image labels, or the boxes (:mod:`a2gnn.seeds.box_cam`)."""
+CAM_SUPERVISION = ("image", "boxes", "objectness")
+"""What trains the classifier: Eq. (1)'s image labels, the boxes with their classes, or the boxes as one
+class-agnostic "object" class whose map each box gives its own class at inference (:mod:`a2gnn.seeds.box_cam`)."""
+BOX_SUPERVISION = ("boxes", "objectness")
+"""The readings trained on the boxes (a background map, box and background cross-entropy terms)."""
 
 
 PSA_CRF = CRFConfig(gaussian_sxy=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0)
@@ -95,7 +98,9 @@ class CAMConfig(Config):
     #                       smaller ones placed at a random offset; padding is excluded from pooling
     scale_range: tuple[float, float] = (0.9, 1.1)  # random rescale factor range for training
     flip: bool = True  # random horizontal flip in training
-    supervision: str = "image"  # what trains the classifier: image = Eq. 1's image labels | boxes (box_cam.py)
+    # what trains the classifier: image = Eq. 1's image labels | boxes (box_cam.py) | objectness = the boxes as one
+    # class-agnostic object class, each box giving its class to the object map inside it (few photos per class)
+    supervision: str = "image"
     background_weight: float = 1.0  # supervision boxes: weight of the box-free cells' background term
     equivariance_weight: float = 0.0  # weight of SEAM's equivariant regularisation L_ER (0 = plain CAM)
     equivariance_scale: float = 0.5  # rescale factor of L_ER's second branch (SEAM: 0.3 on 448 px crops)
@@ -131,7 +136,7 @@ class CAMConfig(Config):
         self.check(self.supervision in CAM_SUPERVISION, "supervision", f"one of {sorted(CAM_SUPERVISION)}")
         self.check(self.background_weight >= 0, "background_weight", ">= 0")
         self.check(self.supervision == "image" or self.equivariance_weight == 0, "equivariance_weight",
-                   "0 under supervision: boxes (L_ER is defined for image labels)")
+                   "0 under supervision boxes / objectness (L_ER is defined for image labels)")
         self.check(self.equivariance_weight >= 0, "equivariance_weight", ">= 0")
         self.check(0 < self.equivariance_scale < 1, "equivariance_scale", "in (0, 1)")
         self.check(self.ecr_weight >= 0, "ecr_weight", ">= 0")
@@ -207,11 +212,25 @@ def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
 
 
 def build_cam_model(cfg: CAMConfig, num_classes: int) -> CAMNet:
-    """CAMNet over ``num_classes - 1`` foreground classes (class 0 = background has no output)."""
+    """CAMNet over ``num_classes - 1`` foreground classes (class 0 = background has no output); under
+    ``supervision: objectness`` over one foreground map, the class-agnostic object."""
     if num_classes < 2:
         raise ValueError("need background plus at least one foreground class")
-    return CAMNet(build_backbone(cfg.backbone), num_classes - 1, cfg.dropout, background=cfg.supervision == "boxes",
+    maps = 1 if cfg.supervision == "objectness" else num_classes - 1
+    return CAMNet(build_backbone(cfg.backbone), maps, cfg.dropout, background=cfg.supervision in BOX_SUPERVISION,
                   pcm_channels=cfg.pcm_channels if cfg.ecr_weight > 0 else 0)
+
+
+def image_cams(model: CAMNet, image: np.ndarray, annotation, cfg: CAMConfig, device: str = "cpu"
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(CAMs (K, H, W) float32 in [0, 1], labels (K,)) of one image's labels, as M_I reads them: the class maps
+    (:func:`compute_cams`), or under ``supervision: objectness`` the object map given to each box's class
+    (:func:`a2gnn.seeds.box_cam.objectness_class_cams`)."""
+    labels = np.asarray(annotation.image_labels, dtype=np.int64)
+    if cfg.supervision == "objectness":
+        objectness = compute_cams(model, image, [1], cfg, device)[0]
+        return objectness_class_cams(objectness, annotation.boxes, labels), labels
+    return compute_cams(model, image, labels, cfg, device), labels
 
 
 def normalize_cams(cams: Tensor) -> Tensor:

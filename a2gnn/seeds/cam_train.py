@@ -29,13 +29,13 @@ from a2gnn.seeds.cam import (
     CAM_EPS,
     build_cam_model,
     cam_seeds,
-    compute_cams,
     confident_cam_seeds,
     masked_gap,
     multi_hot,
     save_cam_checkpoint,
 )
 from a2gnn.seeds.cam_augment import augment, augment_with_boxes
+from a2gnn.seeds.cam import BOX_SUPERVISION, image_cams
 
 
 def _masked_max_norm(maps: Tensor, weight: Tensor) -> Tensor:
@@ -84,8 +84,11 @@ def train_cam_model(
     targets = torch.from_numpy(
         np.stack([multi_hot(dataset.annotation(i).image_labels, dataset.num_classes) for i in dataset.ids])
     )
-    by_box = cfg.supervision == "boxes"
+    by_box = cfg.supervision in BOX_SUPERVISION
     boxes = [boxes_array(dataset.annotation(i).boxes) for i in dataset.ids] if by_box else []
+    if cfg.supervision == "objectness":  # every box is of the one class "object" (map 0)
+        for rows in boxes:
+            rows[:, 4] = 1
     model = build_cam_model(cfg, dataset.num_classes).to(device)
     optimizer = build_optimizer(param_groups(model, cfg.lr), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
@@ -188,9 +191,9 @@ def write_cam_outputs(
     ``cam_seeds(*load_cam_scores(...), bg_alpha)`` exactly."""
     out_dir = Path(out_dir)
     for image_id in progress(dataset.ids, desc="cam: infer", total=len(dataset)):
-        labels = dataset.annotation(image_id).image_labels
         image = dataset.image(image_id)
-        cams = compute_cams(model, image, labels, cfg, device).astype(np.float16)
+        cams, labels = image_cams(model, image, dataset.annotation(image_id), cfg, device)
+        cams = cams.astype(np.float16)
         save_cam_scores(out_dir / "scores" / f"{image_id}.npz", cams, labels)
         if cfg.seed_confidence > 0:
             seeds = confident_cam_seeds(image, cams.astype(np.float32), labels, cfg.bg_alpha,
