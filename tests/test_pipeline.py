@@ -104,8 +104,8 @@ def test_runtime_knobs_rerun_nothing_and_change_no_output(repo):
         ("a2gnn/graph/build.py", {"pseudo_labels", "random_walk"}),
         ("a2gnn/evaluation/labels.py", {"evaluate_seeds", "evaluate_pseudo_labels", "evaluate_deeplab"}),
         ("a2gnn/seeds/grabcut.py", {"grabcut"}),  # the box geometry lives in a2gnn/data/boxes.py, not with GrabCut
-        ("a2gnn/data/boxes.py", {"grabcut", "seeds", "weak_seeds", "box_baselines", "instances", "train_maskrcnn",
-                            "train_maskrcnn_gt", "evaluate_maskrcnn", "figure", "evaluate_instances"}),
+        ("a2gnn/data/boxes.py", {"cam", "grabcut", "seeds", "weak_seeds", "box_baselines", "instances",  # cam: objectness
+                            "train_maskrcnn", "train_maskrcnn_gt", "evaluate_maskrcnn", "figure", "evaluate_instances"}),
         ("a2gnn/pseudo_labels/grabcut_crf.py", {"grabcut_crf", "pseudo_labels", "random_walk", "baseline"}),
     ],
 )
