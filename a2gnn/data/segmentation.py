@@ -21,7 +21,7 @@ import numpy as np
 
 from a2gnn.data.resize import ResizedDataset, resize_label
 from a2gnn.core.io import DataError
-from a2gnn.data.labels import LabelFolder, check_label_values, read_label_checked, size_text
+from a2gnn.data.labels import LabelFolder, check_label_values, size_text
 
 GT_LABELS = "gt"
 """``labels`` value that selects the reader's ground truth instead of a folder."""
@@ -39,8 +39,7 @@ class SegmentationDataset:
         self.class_names: tuple[str, ...] = tuple(reader.class_names)
         self.num_classes = len(self.class_names)
         self.from_gt = str(labels) == GT_LABELS
-        self.label_dir = None if self.from_gt else Path(labels)
-        self.folder = None if self.from_gt else LabelFolder(labels, "label map", self.num_classes)
+        self.folder = None if self.from_gt else LabelFolder(labels, "label map")  # values: checked in label()
         if self.folder is not None:
             self.folder.check_complete(self.ids)
 
@@ -49,8 +48,8 @@ class SegmentationDataset:
 
     def label_path(self, image_id: str) -> Path:
         """The label file of ``image_id`` (for the ground truth: the reader's file where it has one)."""
-        if self.label_dir is not None:
-            return self.label_dir / f"{image_id}.png"
+        if self.folder is not None:
+            return self.folder.path(image_id)
         root, sub = getattr(self.reader, "root", None), getattr(self.reader, "segmentation_dir", None)
         return Path(root) / sub / f"{image_id}.png" if root is not None and sub else Path(f"<gt of {image_id}>")
 
@@ -63,7 +62,7 @@ class SegmentationDataset:
         With ``dataset.max_side`` the stages see shrunk photos while pseudo labels are written at full size: a
         label map of the photo's original size is shrunk to ``shape`` (nearest neighbour, as the ground truth)."""
         path = self.label_path(image_id)
-        label = self.reader.semantic_gt(image_id) if self.from_gt else read_label_checked(path, what="label map")
+        label = self.reader.semantic_gt(image_id) if self.from_gt else self.folder.read(image_id)
         if (shape is not None and isinstance(self.reader, ResizedDataset)
                 and label.shape == self.reader.original_size(image_id)):
             label = resize_label(label, shape)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from a2gnn.data.labels import check_label_values, read_label_checked, size_text
+from a2gnn.data.labels import LabelFolder, check_label_values, read_label_checked, size_text
 from a2gnn.core.cli import progress
 from a2gnn.data.voc import VOCDataset
 from a2gnn.data.resize import original_gt
@@ -23,15 +23,9 @@ from a2gnn.core.io import DataError, atomic_file, unavailable_figures, write_jso
 
 def prediction_paths(dataset: VOCDataset, label_dir: os.PathLike | str) -> list[Path]:
     """``<label_dir>/<id>.png`` for every image of the split; a missing one raises DataError naming it."""
-    label_dir = Path(label_dir)
-    if not label_dir.is_dir():
-        raise DataError(label_dir, "label directory is missing")
-    paths = [label_dir / f"{image_id}.png" for image_id in dataset.ids]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        more = f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""
-        raise DataError(missing[0], f"prediction file is missing{more}")
-    return paths
+    folder = LabelFolder(label_dir, "prediction")
+    folder.check_complete(dataset.ids)
+    return [folder.path(image_id) for image_id in dataset.ids]
 
 
 def read_prediction(dataset, image_id: str, path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -43,13 +43,11 @@ class GrabCutScorer:
     cfg: GrabCutCRFConfig
 
     def __call__(self, ids: Sequence[str], annotations: Sequence[Annotation]) -> list[np.ndarray]:
-        out = []
+        out, folder = [], LabelFolder(self.m_b_dir, "M_B")
         for image_id, annotation in zip(ids, annotations):
-            folder = LabelFolder(self.m_b_dir, "M_B")
-            path = folder.path(image_id)
             m_b = folder.read(image_id, (annotation.height, annotation.width))
             try:
                 out.append(soft_label(m_b, image_channels(annotation), self.cfg.confidence))
             except ValueError as exc:
-                raise DataError(path, str(exc)) from exc
+                raise DataError(folder.path(image_id), str(exc)) from exc
         return out
