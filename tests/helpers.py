@@ -21,6 +21,7 @@ from PIL import Image
 from a2gnn.affinity.train import AffinityConfig
 from a2gnn.backbones.base import BackboneConfig
 from a2gnn.core.io import write_label
+from a2gnn.core.training import OptimConfig
 from a2gnn.data.embedded import EmbeddedConfig
 from a2gnn.seeds.cam import CAMConfig
 
@@ -128,8 +129,7 @@ TINY_CAM = CAMConfig(
     backbone=BackboneConfig(name="small", width=4),
     epochs=10,
     batch_size=2,
-    optimizer="sgd",
-    lr=0.1,
+    optim=OptimConfig(name="sgd", lr=0.1),
     crop_size=32,
     scale_range=(1.0, 1.0),
 )
@@ -178,7 +178,7 @@ def tiny_affinity_cfg(**overrides) -> AffinityConfig:
     params = {
         "backbone": {"name": "small", "stride": 4, "width": 4},
         "radius": 2, "reduce_channels": [4, 4, 4], "embed_channels": 8, "crop_size": 32, "batch_size": 2,
-        "epochs": 1, "optimizer": "adam", "lr": 0.01, "head_lr_mult": 1.0, "flip": True,
+        "epochs": 1, "optim": {"name": "adam", "lr": 0.01, "head_lr_mult": 1.0}, "flip": True,
     }
     return AffinityConfig.from_params({**params, **overrides})
 

@@ -10,7 +10,11 @@ Poly schedule (:class:`PolySchedule`, DeepLab-v2 §4 / PSA / SEAM), for optimise
 .. math::
     \mathrm{lr}_t = \mathrm{lr}_0 \,(1 - t / T)^{p}
 
-with :math:`p` = ``cam.lr_power`` = ``affinity.poly_power`` = ``deeplab.poly_power`` (0.9 in all the papers).
+with :math:`p` = ``poly_power`` (0.9 in all the papers).
+
+One shape for the three trainings: :class:`OptimConfig`, the ``optim`` block of the ``cam``, ``affinity`` and
+``deeplab`` sections (optimizer name, base rate, new-layer multiple, momentum, weight decay, poly power);
+:func:`make_optimizer` and :func:`make_schedule` build from it.
 
 Checkpoints and resume (:class:`Checkpointer`): after every epoch the training writes ``<dir>/last.pt`` holding
 the model, optimizer and schedule state, the number of finished epochs, the state of every RNG the loop draws
@@ -31,26 +35,28 @@ Writes are atomic (:func:`a2gnn.core.io.save_torch`): a kill during a save leave
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from a2gnn.core import distributed
+from a2gnn.core.config import Config
 from a2gnn.core.io import load_torch, save_torch
 from a2gnn.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS: Registry = Registry("optimizer")
-"""``optimizer`` of the cam / affinity / deeplab sections -> ``fn(groups, lr, momentum, weight_decay)``."""
+"""``<section>.optim.name`` of the cam / affinity / deeplab sections -> ``fn(groups, lr, momentum, weight_decay)``."""
 CHECKPOINT_ROOT = Path("checkpoints")
 """Default root of resumable checkpoints (relative to the working directory = the repository root under DVC)."""
 CHECKPOINT_FILE = "last.pt"
@@ -59,6 +65,44 @@ CHECKPOINT_FILE = "last.pt"
 # ------------------------------------------------------------------------------------------------------------
 # Optimizer
 # ------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class OptimConfig(Config):
+    """``optim`` block of the ``cam``, ``affinity`` and ``deeplab`` sections: the optimiser and its poly schedule.
+
+    The defaults are the embedded CPU profile's (Adam 1e-3 from scratch); the papers' trainings are SGD with
+    momentum 0.9, weight decay 5e-4, poly power 0.9 and new layers at 10x (PSA / SEAM / DeepLab-v2).
+    """
+
+    SECTION: ClassVar[str] = "optim"
+    name: str = "adam"  # OPTIMIZERS: sgd (momentum; PSA / SEAM / DeepLab-v2) | adam | adamw
+    lr: float = 1e-3  # base learning rate lr_0 of the poly schedule
+    head_lr_mult: float = 1.0  # lr multiple of the new layers (classifier / 1x1 heads; papers: 10 with SGD)
+    momentum: float = 0.9  # SGD momentum (unused by Adam / AdamW)
+    weight_decay: float = 5e-4  # L2 weight decay (AdamW: decoupled)
+    poly_power: float = 0.9  # p of lr_t = lr_0 (1 - t / T)^p (0 = constant rate)
+
+    def validate(self) -> None:
+        self.check(self.name in OPTIMIZERS, "name", f"one of {OPTIMIZERS.names()}")
+        self.check(self.lr > 0, "lr", "> 0")
+        self.check(self.head_lr_mult > 0, "head_lr_mult", "> 0")
+        self.check(0 <= self.momentum < 1, "momentum", "in [0, 1)")
+        self.check(self.weight_decay >= 0, "weight_decay", ">= 0")
+        self.check(self.poly_power >= 0, "poly_power", ">= 0")
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig, head: Iterable[nn.Parameter] | None = None
+                   ) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names over ``model``'s trainable parameters, ``head`` at ``head_lr_mult`` times
+    the base rate (:func:`param_groups`)."""
+    groups = param_groups(model, cfg.lr, head, cfg.head_lr_mult)
+    return build_optimizer(groups, cfg.name, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, total_steps: int, cfg: OptimConfig) -> "PolySchedule":
+    """The poly schedule of ``cfg`` over ``total_steps`` optimiser steps."""
+    return PolySchedule(optimizer, total_steps, cfg.poly_power)
+
+
 def param_groups(
     model: nn.Module, lr: float, head: Iterable[nn.Parameter] | None = None, head_lr_mult: float = 1.0
 ) -> list[dict[str, Any]]:

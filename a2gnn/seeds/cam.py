@@ -62,7 +62,7 @@ from a2gnn.core.io import IGNORE_INDEX, DataError, load_torch, save_torch
 from a2gnn.seeds.box_cam import box_probabilities, objectness_class_cams
 from a2gnn.seeds.scores import with_background
 from a2gnn.seeds.seam import cams_with_background, pcm_refine
-from a2gnn.core.training import OPTIMIZERS
+from a2gnn.core.training import OptimConfig
 
 CAM_EPS = 1e-5
 """Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
@@ -88,11 +88,8 @@ class CAMConfig(Config):
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)  # Net's features
     epochs: int = 30  # training epochs over the train split
     batch_size: int = 8  # images per step (each on a crop_size x crop_size canvas)
-    optimizer: str = "adam"  # "sgd" (momentum; PSA/SEAM) | "adam" | "adamw"
-    lr: float = 1e-3  # base learning rate, decayed by the poly schedule (SGD from scratch: ~0.05)
-    lr_power: float = 0.9  # poly schedule: lr * (1 - step / steps) ** lr_power (PSA/SEAM)
-    momentum: float = 0.9  # SGD momentum (ignored by Adam)
-    weight_decay: float = 5e-4  # L2 weight decay (PSA/SEAM: 5e-4)
+    # optimiser + poly schedule (PSA/SEAM: SGD, lr 0.01, momentum 0.9, weight decay 5e-4, power 0.9, new layers 10x)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     dropout: float = 0.0  # channel dropout on the final tap before the classifier (training only)
     crop_size: int = 128  # side of the square training canvas; larger images are randomly cropped,
     #                       smaller ones placed at a random offset; padding is excluded from pooling
@@ -116,11 +113,6 @@ class CAMConfig(Config):
     def validate(self) -> None:
         self.check(self.epochs >= 1, "epochs", ">= 1")
         self.check(self.batch_size >= 1, "batch_size", ">= 1")
-        self.check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS.names()}")
-        self.check(self.lr > 0, "lr", "> 0")
-        self.check(self.lr_power >= 0, "lr_power", ">= 0")
-        self.check(0 <= self.momentum < 1, "momentum", "in [0, 1)")
-        self.check(self.weight_decay >= 0, "weight_decay", ">= 0")
         self.check(0 <= self.dropout < 1, "dropout", "in [0, 1)")
         stride = self.backbone.stride
         self.check(self.crop_size >= stride, "crop_size", f">= the backbone stride {stride}")
@@ -164,6 +156,11 @@ class CAMNet(nn.Module):
         self.pcm = (nn.Conv2d(backbone.tap_channels[1] + backbone.tap_channels[2] + 3, pcm_channels, 1, bias=False)
                     if pcm_channels > 0 else None)
         self.reset_parameters()
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The new layers (classifier, PCM), trained at ``optim.head_lr_mult`` times the base rate."""
+        modules = [self.classifier] + ([self.pcm] if self.pcm is not None else [])
+        return [p for m in modules for p in m.parameters()]
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.classifier.weight)

@@ -22,7 +22,7 @@ from a2gnn.seeds.box_cam import boxes_array, box_supervision_loss
 from a2gnn.seeds.scores import save_cam_scores
 from a2gnn.seeds.seam import cams_with_background, ecr_loss, pcm_refine
 from a2gnn.core import distributed
-from a2gnn.core.training import Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint, param_groups
+from a2gnn.core.training import Checkpointer, digest_arrays, fingerprint, make_optimizer, make_schedule
 from a2gnn.seeds.cam import (
     CAMConfig,
     CAMNet,
@@ -90,9 +90,9 @@ def train_cam_model(
         for rows in boxes:
             rows[:, 4] = 1
     model = build_cam_model(cfg, dataset.num_classes).to(device)
-    optimizer = build_optimizer(param_groups(model, cfg.lr), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.optim, model.head_parameters())
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
-    schedule = PolySchedule(optimizer, cfg.epochs * steps_per_epoch, cfg.lr_power)
+    schedule = make_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.optim)
     ckpt = Checkpointer(checkpoint_dir, fingerprint(
         config=cfg.to_dict(), seed=seed, ids=list(dataset.ids), data=digest_arrays([*images, targets.numpy(), *boxes])
     ))

@@ -43,6 +43,12 @@ Choices the paper leaves open:
   decided :math:`M_F` (outside boxes, case 1; boxes the CAM missed, case 3); pixels where CAM and
   GrabCut agree inside a box (case 2) must also be in :math:`M'_I`. ``confirm_in_boxes: false`` is the
   literal Eq. (5).
+* **GrabCut's background inside a box** is 255 in :math:`M_B` (Eq. 3), so case 2 ":math:`M_B(i) = M_I(i)`"
+  never holds there and :math:`M_g` holds *no* in-box background label: the A²GNN learns in-box background
+  only from the background outside the boxes. ``in_box_background`` (ours, default off = the paper) reads that
+  255 as :math:`c_0` for case 2's agreement test: an in-box pixel that GrabCut and the CAM both call background
+  becomes background in :math:`M_F`, and enters :math:`M_g` only if it is also in :math:`M'_I` (Eq. 5).
+  Pixels of boxes GrabCut gave up on (whole-box fallback) are object in :math:`M_B` and stay unaffected.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class SeedsConfig(Config):
     top_ratio: float = 0.4  # fraction of most confident CAM pixels per class kept in M'_I (paper: top 40 %)
     top_population: str = "label"  # M'_I ranks class c among: "label" pixels with M_I = c | "image" all pixels
     confirm_in_boxes: bool = True  # Eq. 5: in-box CAM/GrabCut agreements also need M'_I (false: literal Eq. 5)
+    in_box_background: bool = False  # Eq. 4 case 2 reads M_B's in-box 255 (GrabCut background) as c_0 (ours)
 
     def validate(self) -> None:
         self.check(0.0 < self.top_ratio <= 1.0, "top_ratio", "in (0, 1]")
@@ -101,15 +108,19 @@ def missed_box_seeds(m_i: np.ndarray, m_b: np.ndarray, boxes: Sequence[Box]) -> 
     return region
 
 
-def fuse_seeds(m_i: np.ndarray, m_b: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+def fuse_seeds(m_i: np.ndarray, m_b: np.ndarray, boxes: Sequence[Box], in_box_background: bool = False
+               ) -> np.ndarray:
     """Eq. (4): M_F from the CAM seeds M_I and the box seeds M_B (cases tried in order).
 
-    Shapes: m_i (H, W) uint8 (0..C-1, 255), m_b (H, W) uint8, boxes M -> (H, W) uint8.
+    ``in_box_background``: case 2 compares M_I with M_B whose in-box 255 reads as background c_0 (module
+    docstring), so in-box pixels both call background become c_0. Shapes: m_i (H, W) uint8 (0..C-1, 255),
+    m_b (H, W) uint8, boxes M -> (H, W) uint8.
     """
     if m_i.shape != m_b.shape:
         raise ValueError(f"M_I {m_i.shape} and M_B {m_b.shape} differ in shape")
     inside = box_union_mask(boxes, m_b.shape)
-    case2 = inside & (m_b == m_i)
+    m_b_case2 = np.where(m_b == IGNORE_INDEX, np.uint8(BACKGROUND), m_b) if in_box_background else m_b
+    case2 = inside & (m_b_case2 == m_i)
     case3 = inside & ~case2 & missed_box_seeds(m_i, m_b, boxes)
     m_f = np.full(m_b.shape, IGNORE_INDEX, dtype=np.uint8)
     m_f[~inside] = m_b[~inside]
@@ -171,7 +182,7 @@ def seed_labels(
     m_i: np.ndarray, cams: np.ndarray, labels: np.ndarray, m_b: np.ndarray, boxes: Sequence[Box], cfg: SeedsConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """M_F (Eq. 4) and M_g (Eq. 5) of one image. Shapes: (H, W) maps, cams (K, H, W) -> ((H, W), (H, W)) uint8."""
-    m_f = fuse_seeds(m_i, m_b, boxes)
+    m_f = fuse_seeds(m_i, m_b, boxes, cfg.in_box_background)
     m_i_top = top_confident_labels(m_i, cams, labels, cfg.top_ratio, cfg.top_population)
     trusted = None
     if cfg.confirm_in_boxes:

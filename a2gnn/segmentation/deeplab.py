@@ -53,8 +53,7 @@ from a2gnn.evaluation.confusion import ConfusionMatrix
 from a2gnn.core.io import IGNORE_INDEX, DataError, load_torch, save_torch
 from a2gnn.core.parallel import parallel_map
 from a2gnn.core import distributed
-from a2gnn.core.training import OPTIMIZERS, Checkpointer, PolySchedule, build_optimizer, digest_arrays, fingerprint
-from a2gnn.core.training import param_groups
+from a2gnn.core.training import Checkpointer, OptimConfig, digest_arrays, fingerprint, make_optimizer, make_schedule
 from a2gnn.data.transforms import train_transform
 
 log = logging.getLogger(__name__)
@@ -73,12 +72,9 @@ class DeepLabConfig(Config):
     crop_size: int = 128  # square random crop, padded with ignore / mean colour (DeepLab-v2: 321)
     scale_range: tuple[float, float] = (0.7, 1.3)  # random rescale factor range (DeepLab-v2: 0.5-1.5)
     flip: bool = True  # random horizontal flip
-    optimizer: str = "adam"  # "sgd" (momentum, DeepLab-v2) | "adam" | "adamw"
-    lr: float = 1e-3  # base learning rate, poly-decayed (DeepLab-v2: 2.5e-4 with SGD on ImageNet weights)
-    head_lr_mult: float = 1.0  # learning-rate multiple of the ASPP classifiers (DeepLab-v2: 10)
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 5e-4  # L2 weight decay (DeepLab-v2: 5e-4)
-    poly_power: float = 0.9  # lr_t = lr * (1 - t / T) ** poly_power (DeepLab-v2: 0.9)
+    # optimiser + poly schedule (DeepLab-v2: SGD, lr 2.5e-4 on ImageNet weights, momentum 0.9, weight decay 5e-4,
+    # power 0.9, ASPP classifiers 10x)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     val_every: int = 3  # evaluate val mIoU (logged, dvclive) every this many epochs (and after the last); 0 = never
 
     def validate(self) -> None:
@@ -89,12 +85,6 @@ class DeepLabConfig(Config):
         self.check(self.crop_size >= self.backbone.stride, "crop_size", f">= backbone.stride ({self.backbone.stride})")
         self.check(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1], "scale_range",
                    "[lo, hi] with 0 < lo <= hi")
-        self.check(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS.names()}")
-        self.check(self.lr > 0, "lr", "> 0")
-        self.check(self.head_lr_mult > 0, "head_lr_mult", "> 0")
-        self.check(0 <= self.momentum < 1, "momentum", "in [0, 1)")
-        self.check(self.weight_decay >= 0, "weight_decay", ">= 0")
-        self.check(self.poly_power >= 0, "poly_power", ">= 0")
         self.check(self.val_every >= 0, "val_every", ">= 0")
         self.check(self.labels in PSEUDO_LABEL_METHODS, "labels", f"one of {PSEUDO_LABEL_METHODS}")
 
@@ -179,10 +169,9 @@ def train_deeplab(
     rng = np.random.default_rng(seed)
     samples = [train.sample(i) for i in train.ids]
     model = build_deeplab(cfg, train.num_classes).to(device)
-    groups = param_groups(model, cfg.lr, model.head_parameters(), cfg.head_lr_mult)
-    optimizer = build_optimizer(groups, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.optim, model.head_parameters())
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
-    schedule = PolySchedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
+    schedule = make_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.optim)
     data = digest_arrays([a for pair in samples for a in pair])
     ckpt = Checkpointer(checkpoint_dir, fingerprint(config=cfg.to_dict(), seed=seed, ids=train.ids, data=data))
     start, _ = ckpt.restore(model, optimizer, schedule, {"rng": rng})

@@ -15,12 +15,19 @@ from torch import nn
 from a2gnn.core import numerics
 from a2gnn.affinity.train import build_affinity_net, fit_affinity
 from a2gnn.data.voc import VOCDataset
+from a2gnn.seeds.cam import CAMConfig, build_cam_model
 from a2gnn.seeds.cam_train import train_cam_model
+from a2gnn.affinity.train import AffinityConfig
+from a2gnn.core.config import ConfigError, load_params
+from a2gnn.segmentation.deeplab import DeepLabConfig
 from a2gnn.core.training import (
     Checkpointer,
+    OptimConfig,
     PolySchedule,
     build_optimizer,
     fingerprint,
+    make_optimizer,
+    make_schedule,
     param_groups,
     poly_factor,
     rng_state,
@@ -61,6 +68,45 @@ def test_param_groups_and_optimizers():
         assert isinstance(opt, cls) and [g["initial_lr"] for g in opt.param_groups] == [0.1, 1.0]
     with pytest.raises(ValueError):
         build_optimizer(groups, "lbfgs", 0.1)
+
+
+def test_optim_config_one_nested_block_for_the_three_trainings():
+    """cam, affinity and deeplab read the same ``optim`` block; the old flat keys are refused by name."""
+    params = load_params("params.yaml")
+    for cls, section in ((CAMConfig, "cam"), (AffinityConfig, "affinity"), (DeepLabConfig, "deeplab")):
+        cfg = cls.from_params(params[section])
+        assert cfg.optim == OptimConfig.from_params(params[section]["optim"])
+        assert cfg.optim == OptimConfig()  # the embedded profile: Adam 1e-3, poly 0.9 everywhere
+    for old in ("lr_power", "optimizer", "lr", "poly_power"):
+        with pytest.raises(ConfigError, match=old):
+            CAMConfig.from_params({old: 0.9})
+    with pytest.raises(ConfigError, match="rmsprop"):
+        OptimConfig.from_params({"name": "rmsprop"})
+    with pytest.raises(ConfigError, match="momentum"):
+        AffinityConfig.from_params({"optim": {"momentum": 1.0}})
+
+
+def test_make_optimizer_and_schedule_follow_the_config():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    cfg = OptimConfig(name="sgd", lr=0.2, head_lr_mult=10.0, momentum=0.5, weight_decay=0.01, poly_power=2.0)
+    opt = make_optimizer(model, cfg, model[1].parameters())
+    assert isinstance(opt, torch.optim.SGD)
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 2]
+    assert [g["lr"] for g in opt.param_groups] == [0.2, 2.0]
+    assert all(g["momentum"] == 0.5 and g["weight_decay"] == 0.01 for g in opt.param_groups)
+    sched = make_schedule(opt, 4, cfg)
+    for _ in range(3):
+        sched.step()
+    sched.apply()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.2 * 0.25**2, 2.0 * 0.25**2])  # (1 - 3/4)^2
+
+
+def test_cam_head_is_the_new_layers():
+    """CAM's head (``cam.optim.head_lr_mult``): its classifier and SEAM's PCM, nothing of the backbone."""
+    model = build_cam_model(dataclasses.replace(TINY, ecr_weight=1.0, pcm_channels=4), 3)
+    head = {id(p) for p in model.head_parameters()}
+    assert head == {id(model.classifier.weight), id(model.pcm.weight)}
+    assert not head & {id(p) for p in model.backbone.parameters()}
 
 
 def test_poly_schedule_matches_formula_and_resumes():
@@ -119,9 +165,9 @@ def test_cam_training_unchanged_by_refactor(cam_data):
     got = {
         "cam_sgd": train_cam_model(cam_data, dataclasses.replace(TINY, epochs=3), seed=0),
         "cam_adam_er": train_cam_model(cam_data, dataclasses.replace(
-            TINY, epochs=2, optimizer="adam", lr=1e-3, dropout=0.2, scale_range=(0.9, 1.1), equivariance_weight=1.0
+            TINY, epochs=2, optim=OptimConfig(name="adam", lr=1e-3), dropout=0.2, scale_range=(0.9, 1.1), equivariance_weight=1.0
         ), seed=3),
-        "cam_adamw": train_cam_model(cam_data, dataclasses.replace(TINY, epochs=2, optimizer="adamw", lr=1e-3), seed=1),
+        "cam_adamw": train_cam_model(cam_data, dataclasses.replace(TINY, epochs=2, optim=OptimConfig(name="adamw", lr=1e-3)), seed=1),
     }
     frozen = FROZEN_STRICT if numerics.strict() else FROZEN
     assert {k: weights_hash(m) for k, m in got.items()} == {k: frozen[k] for k in got}
@@ -133,7 +179,7 @@ def test_affinity_training_unchanged_by_refactor():
     data = two_images()
     got = {}
     for name, cfg, steps in [
-        ("aff_adam", tiny_cfg(), 3), ("aff_sgd", tiny_cfg(optimizer="sgd", head_lr_mult=10.0), 3),
+        ("aff_adam", tiny_cfg(), 3), ("aff_sgd", tiny_cfg(optim={"name": "sgd", "lr": 0.01, "head_lr_mult": 10.0}), 3),
         ("aff_epochs", tiny_cfg(epochs=2, batch_size=1), None),
     ]:
         torch.manual_seed(0)
@@ -158,7 +204,7 @@ def stop_after(k: int):
 
 
 def test_cam_interrupted_training_resumes_to_same_weights(cam_data, tmp_path):
-    cfg = dataclasses.replace(TINY, epochs=3, optimizer="adam", lr=1e-3, dropout=0.2, scale_range=(0.9, 1.1))
+    cfg = dataclasses.replace(TINY, epochs=3, optim=OptimConfig(name="adam", lr=1e-3), dropout=0.2, scale_range=(0.9, 1.1))
     full = train_cam_model(cam_data, cfg, seed=2)
     ckpt = tmp_path / "checkpoints" / "cam"
     with pytest.raises(Interrupt):
@@ -175,7 +221,7 @@ def test_cam_interrupted_training_resumes_to_same_weights(cam_data, tmp_path):
 def test_affinity_interrupted_training_resumes_to_same_weights(tmp_path):
     torch.set_num_threads(1)
     data = two_images()
-    cfg = tiny_cfg(epochs=3, batch_size=1, optimizer="sgd", head_lr_mult=10.0)
+    cfg = tiny_cfg(epochs=3, batch_size=1, optim={"name": "sgd", "lr": 0.01, "head_lr_mult": 10.0})
 
     def run(**kwargs):
         torch.manual_seed(0)

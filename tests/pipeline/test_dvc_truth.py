@@ -92,7 +92,7 @@ def _all_configs() -> list[type[Config]]:
     return sorted(found, key=lambda c: c.SECTION)
 
 
-NESTED = {"backbone"}  # configs that only appear inside another section
+NESTED = {"backbone", "optim"}  # configs that only appear inside another section
 SECTION_CONFIGS = [c for c in _all_configs() if c.SECTION not in NESTED | {"?"}]
 
 

@@ -52,6 +52,32 @@ def test_eq4_single_box_cases():
     assert np.array_equal(m_f, eq4_reference(m_i, m_b, [box]))
 
 
+def test_in_box_background_reads_grabcut_background_as_c0():
+    """``seeds.in_box_background``: in-box pixels GrabCut (255 in M_B) and the CAM (0) both call background become
+    c_0 in M_F, and enter M_g only where M'_I is confident background; off, the paper's M_F has no such label."""
+    box = Box(1, 1, 5, 4, label=1)
+    m_b = np.zeros((5, 6), np.uint8)
+    m_b[1:4, 1:5] = [[1, 1, U, U], [1, 1, 1, U], [U, 1, 1, 1]]
+    m_i = np.zeros((5, 6), np.uint8)
+    m_i[1:4, 1:5] = [[1, 0, 0, U], [1, 1, 0, 0], [0, 1, 1, 1]]
+    paper = fuse_seeds(m_i, m_b, [box])
+    ours = fuse_seeds(m_i, m_b, [box], in_box_background=True)
+    agree_bg = np.zeros((5, 6), bool)
+    agree_bg[1, 3] = agree_bg[2, 4] = agree_bg[3, 1] = True  # M_B 255 and M_I 0 inside the box, by hand
+    assert not (paper[agree_bg] == 0).any()
+    assert (ours[agree_bg] == 0).all() and np.array_equal(ours[~agree_bg], paper[~agree_bg])
+    assert ours[1, 4] == U  # M_I 255 there: no agreement
+    cams = np.full((1, 5, 6), 0.5, np.float32)  # background score 1 - 0.5 on the 18 pixels outside the box
+    cams[0, 1:4, 1:5] = 0.9
+    cams[0, 2, 4] = 0.0  # the one in-box agreement the CAM is sure is background (score 1)
+    # M'_I's background threshold over the 23 pixels with M_I = 0: the 0.96 quantile, 0.5 + 0.12 * 0.5 = 0.56
+    cfg = SeedsConfig(top_ratio=0.04, in_box_background=True)
+    _, m_g = seed_labels(m_i, cams, np.array([1]), m_b, [box], cfg)
+    assert m_g[2, 4] == 0 and m_g[1, 3] == U and m_g[3, 1] == U
+    _, m_g_paper = seed_labels(m_i, cams, np.array([1]), m_b, [box], SeedsConfig(top_ratio=0.04))
+    assert m_g_paper[2, 4] == U
+
+
 def test_eq4_box_class_missed_by_cam_uses_box_seeds():
     box = Box(0, 0, 4, 3, label=2)
     m_b = np.array([[2, 2, U, U, 0], [2, 2, 2, U, 0], [U, 2, 2, 2, 0]], np.uint8)
