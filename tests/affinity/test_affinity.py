@@ -352,7 +352,7 @@ def test_stage_is_deterministic_and_names_missing_seeds(tiny_voc, tmp_path):
     params = tmp_path / "params.yaml"
     affinity = {
         "backbone": {"name": "small", "stride": 8, "width": 4}, "radius": 2, "reduce_channels": [4, 4, 4],
-        "embed_channels": 8, "crop_size": 32, "batch_size": 3, "epochs": 1, "optimizer": "adam", "lr": 0.001,
+        "embed_channels": 8, "crop_size": 32, "batch_size": 3, "epochs": 1, "optim": {"name": "adam", "lr": 0.001},
     }
     params.write_text(yaml.safe_dump({"base": {"seed": 3}, "affinity": affinity}))
     outs = [tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt"]

@@ -188,7 +188,7 @@ def test_config_nested_backbone_and_validation():
     cfg = CAMConfig.from_params({"backbone": {"name": "small", "width": 8, "stride": 4}, "scales": [0.5, 1.0]})
     assert cfg.backbone.width == 8 and cfg.backbone.stride == 4 and cfg.scales == (0.5, 1.0)
     assert CAMConfig.from_params(cfg.to_dict()) == cfg
-    for bad in ({"epochs": 0}, {"optimizer": "rmsprop"}, {"bg_alpha": 0}, {"scales": []}, {"backbone": {"name": "x"}}):
+    for bad in ({"epochs": 0}, {"optim": {"name": "rmsprop"}}, {"bg_alpha": 0}, {"scales": []}, {"backbone": {"name": "x"}}):
         with pytest.raises(ConfigError):
             CAMConfig.from_params(bad)
 
