@@ -24,18 +24,19 @@ from a2gnn.seeds.seam import cams_with_background, ecr_loss, pcm_refine
 from a2gnn.core import distributed
 from a2gnn.core.training import Checkpointer, digest_arrays, fingerprint, make_optimizer, make_schedule
 from a2gnn.seeds.cam import (
+    BOX_SUPERVISION,
     CAMConfig,
     CAMNet,
     CAM_EPS,
     build_cam_model,
     cam_seeds,
     confident_cam_seeds,
+    image_cams,
     masked_gap,
     multi_hot,
     save_cam_checkpoint,
 )
 from a2gnn.seeds.cam_augment import augment, augment_with_boxes
-from a2gnn.seeds.cam import BOX_SUPERVISION, image_cams
 
 
 def _masked_max_norm(maps: Tensor, weight: Tensor) -> Tensor:
