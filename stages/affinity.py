@@ -1,6 +1,6 @@
 """Train the affinity CNN (paper §4.3.1, Eq. 6-13) on the confident seeds and save its checkpoint.
 
-    python stages/affinity.py <data_root> <seed_dir> <out_model.pt>
+    python -m stages.affinity <data_root> <seed_dir> <out_model.pt>
 
 <seed_dir> holds <id>.png seed maps for the train split (outputs/seeds/M_g; M_F for Table 4(e)).
 Params: base, dataset, affinity. An interrupted training resumes from checkpoints/affinity/ (not a DVC output).

@@ -1,6 +1,6 @@
 """Stage ``baseline``: Table 4(a) "Baseline": CAM foreground inside the boxes, background from the boxes, same CRF.
 
-    python stages/baseline.py <data_root> <cam_dir> <out_dir> [--grabcut <m_b_dir>]
+    python -m stages.baseline <data_root> <cam_dir> <out_dir> [--grabcut <m_b_dir>]
 
 Reads <cam_dir>/scores/<id>.npz; writes <out_dir>/<id>.png for the train split, all or nothing. <m_b_dir> (M_B)
 is read only when ``postprocess.min_box_fill`` > 0.

@@ -1,6 +1,6 @@
 """Stage ``box_baselines``: the two pseudo labels that use the boxes alone, the floors a method must beat.
 
-    python stages/box_baselines.py <data_root> <m_b_dir> <boxes_out_dir> <grabcut_out_dir>
+    python -m stages.box_baselines <data_root> <m_b_dir> <boxes_out_dir> <grabcut_out_dir>
 
 * boxes: box-as-mask, every box pixel takes its class (smallest box on top); no image content is used.
   Painted from the original boxes at the original resolution.

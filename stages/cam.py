@@ -1,6 +1,6 @@
 """Stage ``cam``: train the CAM classifier on the train split and write CAMs and seeds M_I (Eq. 1).
 
-    python stages/cam.py <data_root> <out_dir> [--params params.yaml]
+    python -m stages.cam <data_root> <out_dir> [--params params.yaml]
 
 Writes, all or nothing (one atomic directory): <out_dir>/model.pt, <out_dir>/scores/<id>.npz
 (cams float16 (K, H, W), labels int64 (K,)) and <out_dir>/M_I/<id>.png. An interrupted training resumes

@@ -1,6 +1,6 @@
 """Evaluate trained DeepLabs on the val split (paper Table 1): mIoU without and with dense CRF, per-class IoU.
 
-    python stages/evaluate_deeplab.py <data_root> <name>=<model.pt> [...] --metric miou=<json>
+    python -m stages.evaluate_deeplab <data_root> <name>=<model.pt> [...] --metric miou=<json>
         --metric miou_crf=<json> --per-class <csv>
 
 Each ``--metric`` JSON holds ``{name: value}``, one entry per model (e.g. the model trained on the A²GNN pseudo

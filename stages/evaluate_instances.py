@@ -1,6 +1,6 @@
 """Score pseudo instance masks directly against the train split's ground-truth instances (no detector trained).
 
-    python stages/evaluate_instances.py <data_root> <name>=<label_dir> [...] --metric <figure>=<json> [...]
+    python -m stages.evaluate_instances <data_root> <name>=<label_dir> [...] --metric <figure>=<json> [...]
         --table <csv>
 
 For every box, the instance of each named pseudo-label folder (what the ``instances`` stage writes from it,

@@ -1,6 +1,6 @@
 """Evaluate named directories of label maps (seeds, pseudo labels; Table 4) against the train split's ground truth.
 
-    python stages/evaluate_labels.py <data_root> <name>=<label_dir> [...] --metric <figure>=<json> [...]
+    python -m stages.evaluate_labels <data_root> <name>=<label_dir> [...] --metric <figure>=<json> [...]
         --per-class <csv> [--table <csv>]
 
 Each ``--metric`` JSON holds ``{name: value}`` for one figure, names as on the command line (dvc.yaml fixes

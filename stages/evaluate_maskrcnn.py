@@ -1,6 +1,6 @@
 """Evaluate trained Mask R-CNNs on the val split against the ground-truth instance masks (paper Tables 2-3).
 
-    python stages/evaluate_maskrcnn.py <data_root> <name>=<model.pth> [...] --metric <figure>=<json> [...]
+    python -m stages.evaluate_maskrcnn <data_root> <name>=<model.pth> [...] --metric <figure>=<json> [...]
         --table <csv>
 
 Figures (fractions in [0, 1]; -1: no val object of that size): ``ap50``, ``ap70``, ``ap75`` (mask mAP^r at those

@@ -1,6 +1,6 @@
 """Qualitative figure like the paper's Fig. 6: image, ground truth, pseudo label, DeepLab, Mask R-CNN per row.
 
-    python stages/figure.py <data_root> --out <png> [--split train] [--n 6] [--labels <dir>]
+    python -m stages.figure <data_root> --out <png> [--split train] [--n 6] [--labels <dir>]
         [--deeplab <model.pt>] [--maskrcnn <model.pth>] [--params params.yaml]
 
 Rows: the first ``--n`` ids of ``--split`` (its list order, so the same images every run). Columns: the image

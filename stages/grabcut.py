@@ -1,6 +1,6 @@
 """Box seeds M_B (Eq. 2-3): GrabCut inside every box of the train split.
 
-    python stages/grabcut.py <data_root> <out_dir>
+    python -m stages.grabcut <data_root> <out_dir>
 
 Writes <out_dir>/<id>.png. Every annotation and image of the split is validated before GrabCut
 starts; the output directory is replaced only when every image succeeded.

@@ -1,6 +1,6 @@
 """Stage ``grabcut_crf``: GrabCut refined by the dense CRF, the box-only competitor a user would try (no graph).
 
-    python stages/grabcut_crf.py <data_root> <m_b_dir> <out_dir>
+    python -m stages.grabcut_crf <data_root> <m_b_dir> <out_dir>
 
 Reads <m_b_dir>/<id>.png (M_B, Eq. 3, at the working size); the GrabCut label with probability
 ``grabcut_crf.confidence`` goes through the A²GNN pseudo labels' own post-processing (``postprocess``, ``crf``).

@@ -1,6 +1,6 @@
 """Pseudo instance masks (paper §5): the pixels of each box that carry the box's class -> COCO instances JSON.
 
-    python stages/instances.py <data_root> <label_dir> <out_json> [--params params.yaml]
+    python -m stages.instances <data_root> <label_dir> <out_json> [--params params.yaml]
 
 <label_dir>: pseudo labels <id>.png of the train split (outputs/pseudo_labels_a2gnn, or any method's folder).
 <out_json>: COCO instances JSON with RLE masks, the training set of train_maskrcnn. Params: base, dataset, instances.

@@ -1,6 +1,6 @@
 """Stage ``pseudo_labels``: image -> graph -> A²GNN per image (Eq. 14-28) -> dense CRF -> label PNGs.
 
-    python stages/pseudo_labels.py <data_root> <seed_dir> <affinity_model> <cam_dir> <supervision_json> <out_dir>
+    python -m stages.pseudo_labels <data_root> <seed_dir> <affinity_model> <cam_dir> <supervision_json> <out_dir>
         <checks_json> [--grabcut <m_b_dir>]
 
 <seed_dir> is outputs/seeds/${gnn.seeds} (M_g, or M_F for Table 4(e), weak/gnn for §7). Writes <out_dir>/<id>.png

@@ -1,6 +1,6 @@
 """Stage ``random_walk``: Table 4(a) "RW": the CAMs walked over the affinity graph (PSA/SEAM), same CRF.
 
-    python stages/random_walk.py <data_root> <affinity_model> <cam_dir> <out_dir> [--grabcut <m_b_dir>]
+    python -m stages.random_walk <data_root> <affinity_model> <cam_dir> <out_dir> [--grabcut <m_b_dir>]
 
 Uses the same affinity CNN and graphs as the A²GNN stage (no seeds) and <cam_dir>/scores/<id>.npz;
 writes <out_dir>/<id>.png for the train split, all or nothing. <m_b_dir> (M_B) is read only when

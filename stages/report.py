@@ -1,6 +1,6 @@
 """Write the results report (every table beside the paper's numbers) and its figures (DVC plots).
 
-    python stages/report.py --out <md> --figures <dir> [--metrics <json> ...] [--per-class <csv> ...]
+    python -m stages.report --out <md> --figures <dir> [--metrics <json> ...] [--per-class <csv> ...]
         [--tables <csv> ...] [--curves <dvclive plots dir> ...] [--ablations <dir>]
 
 ``--metrics``: metric JSONs named as the pipeline writes them (seeds_miou, seeds_precision, pseudo_labels,

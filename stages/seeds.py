@@ -1,6 +1,6 @@
 """Fused seeds M_F (Eq. 4) and confident seeds M_g (Eq. 5) of the train split.
 
-    python stages/seeds.py <data_root> <cam_dir> <m_b_dir> <m_f_dir> <m_g_dir>
+    python -m stages.seeds <data_root> <cam_dir> <m_b_dir> <m_f_dir> <m_g_dir>
 
 Reads <cam_dir>/M_I/<id>.png, <cam_dir>/scores/<id>.npz and <m_b_dir>/<id>.png; writes
 <m_f_dir>/<id>.png and <m_g_dir>/<id>.png. Both directories are built in temporary

@@ -1,6 +1,6 @@
 """Train DeepLab (paper Table 1) on the train split with pseudo labels (or the ground truth) and save it.
 
-    python stages/train_deeplab.py <data_root> <label_dir> <out_model.pt> [--live-dir DIR] [--params params.yaml]
+    python -m stages.train_deeplab <data_root> <label_dir> <out_model.pt> [--live-dir DIR] [--params params.yaml]
     torchrun --nproc_per_node N stages/train_deeplab.py ...     (one process per GPU; see README "Paper scale")
 
 <label_dir>: a folder of <id>.png label maps (outputs/pseudo_labels_a2gnn; outputs/seeds/M_B, ...), or ``gt`` for the

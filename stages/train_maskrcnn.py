@@ -1,6 +1,6 @@
 """Train detectron2 Mask R-CNN (paper Tables 2-3) on pseudo instance masks (or the ground truth) and save it.
 
-    python stages/train_maskrcnn.py <data_root> <train_json> <out_model.pth> [--live-dir DIR] [--checkpoints DIR]
+    python -m stages.train_maskrcnn <data_root> <train_json> <out_model.pth> [--live-dir DIR] [--checkpoints DIR]
 
 <train_json>: a COCO instances JSON of the train split (outputs/instances/train.json from the instances stage),
 or ``gt`` for the dataset's ground-truth instance masks (the fully supervised upper bound). Logs the losses

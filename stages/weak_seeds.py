@@ -1,6 +1,6 @@
 """Seeds from scribbles, points or image-level labels (§7.1, Table 5) for ``weak.supervision``; nothing for boxes.
 
-    python stages/weak_seeds.py <data_root> <cam_dir> <out_dir> <record_json>
+    python -m stages.weak_seeds <data_root> <cam_dir> <out_dir> <record_json>
 
 Writes <out_dir>/affinity/<id>.png (seeds of the affinity CNN: ``affinity.seeds: weak/affinity``),
 <out_dir>/gnn/<id>.png (A²GNN node labels: ``gnn.seeds: weak/gnn``), <out_dir>/annotations/<id>.png (the

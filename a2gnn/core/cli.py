@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
 from a2gnn.core import numerics
 from a2gnn.core.config import BaseConfig, RuntimeConfig, load_params, seed_everything
+from a2gnn.core.io import DataError
 
 T = TypeVar("T")
 
@@ -31,6 +33,7 @@ def setup_stage(args: argparse.Namespace) -> tuple[dict[str, Any], BaseConfig, R
     stage and is never a DVC param dependency: changing it reruns nothing.
     """
     numerics.check()  # torch/numpy run the pinned kernels (a stage that imported them before a2gnn fails here)
+    check_package_origin()
     params = load_params(args.params)
     base = BaseConfig.from_params(params.get("base"))
     runtime = RuntimeConfig.from_params(params.get("runtime"))
@@ -40,6 +43,25 @@ def setup_stage(args: argparse.Namespace) -> tuple[dict[str, Any], BaseConfig, R
 
         torch.set_num_threads(runtime.torch_threads)
     return params, base, runtime
+
+
+def check_package_origin(cwd: Path | None = None) -> None:
+    """Refuse to run when the working directory holds an ``a2gnn/`` package other than the one imported.
+
+    DVC runs a stage in the repository (or, for a queued experiment, in a temporary copy of it) and hashes that
+    folder's ``a2gnn/`` files in ``dvc.lock``; the code that runs must be those files. ``python -m stages.<name>``
+    (the form of every ``cmd``) guarantees it. ``python stages/<name>.py`` by hand does not: an editable install
+    of another checkout would supply the package. Raises DataError naming both folders.
+    """
+    local = (Path.cwd() if cwd is None else Path(cwd)) / "a2gnn" / "__init__.py"
+    if not local.is_file():
+        return
+    import a2gnn
+
+    imported = Path(a2gnn.__file__).resolve()
+    if imported != local.resolve():
+        raise DataError(local.parent, f"this folder's package is not the one imported ({imported.parent}): run the "
+                                      "stage from the repository root as `python -m stages.<name>`, as dvc.yaml does")
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:

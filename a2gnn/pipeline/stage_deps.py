@@ -8,6 +8,8 @@ computes those from the source (``ast``, nothing is imported or run) and compare
     python -m a2gnn.stage_deps            # prints what each stage must declare and any mismatch; exit 1 on one
     python -m a2gnn.stage_deps --write    # rewrites the code deps (script + package modules) in dvc.yaml
 
+Each stage's ``cmd`` runs one stage script as a module, ``python -m stages.<name> ...`` (see :data:`STAGE_MODULE`).
+
 ``tests/pipeline/test_dvc_truth.py`` runs the same check. Params sections are found as ``params.get("<section>")`` /
 ``params["<section>"]`` in the stage script (stages are the only place params are parsed); the ``runtime``
 section (speed knobs that do not change results) is read by every stage and must never be declared.
@@ -25,9 +27,19 @@ import yaml
 
 PACKAGE = "a2gnn"
 RUNTIME_SECTION = "runtime"  # read by every stage, never a DVC param dependency
-SETUP_SECTIONS = ("base",)
-UNTRACKED = "checkpoints"  # resume state of interrupted trainings: deliberately neither a dep nor an output  # read by a2gnn.core.cli.setup_stage for every stage (the seed)
+SETUP_SECTIONS = ("base",)  # read by a2gnn.core.cli.setup_stage for every stage (the seed)
+UNTRACKED = "checkpoints"  # resume state of interrupted trainings: deliberately neither a dep nor an output
 _TEMPLATE = re.compile(r"\$\{([^}]+)\}")
+STAGE_MODULE = re.compile(r"stages\.\w+")
+"""How a ``cmd`` names its stage: ``python -m stages.<name>``. Run as a module, the stage imports the ``a2gnn`` of the
+folder DVC runs it in (the working directory comes first on ``sys.path``). ``python stages/<name>.py`` would put
+``stages/`` there instead, and an editable install of another checkout, or the workspace's when DVC runs a queued
+experiment in a temporary copy, would supply the package while ``dvc.lock`` hashes this folder's files."""
+
+
+def script_path(module: str) -> str:
+    """``stages.cam`` -> ``stages/cam.py``: the stage script a ``python -m`` module name runs."""
+    return module.replace(".", "/") + ".py"
 
 
 def module_path(root: Path, name: str) -> Path | None:
@@ -113,10 +125,11 @@ def stage_problems(root: Path, dvc_yaml: Mapping[str, Any], params: Mapping[str,
         deps = [render(d, params).rstrip("/") for d in _names(spec.get("deps"))]
         outs = [render(o, params).rstrip("/") for key in ("outs", "metrics", "plots") for o in _names(spec.get(key))]
         words = cmd.split()
-        scripts = [w for w in words if w.startswith("stages/") and w.endswith(".py")]
-        if len(scripts) != 1:
-            problems[name] = [f"cmd should run exactly one stages/*.py script: {cmd!r}"]
+        modules = [k for k, w in enumerate(words[:-1]) if w == "-m" and STAGE_MODULE.fullmatch(words[k + 1])]
+        if len(modules) != 1 or any(w.startswith("stages/") for w in words):
+            problems[name] = [f"cmd should run exactly one stage module, as `python -m stages.<name>`: {cmd!r}"]
             continue
+        scripts = [script_path(words[modules[0] + 1])]
         script = root / scripts[0]
         code = {scripts[0], *(p.as_posix() for p in import_closure(script, root))}
         code_deps = {d for d in deps if d.startswith("stages/") or d.split("/")[0] == PACKAGE}
@@ -135,7 +148,7 @@ def stage_problems(root: Path, dvc_yaml: Mapping[str, Any], params: Mapping[str,
                 if unused:
                     found.append(f"dep folder {dep} holds modules {scripts[0]} does not import: {unused}")
         data_deps = [d for d in deps if d not in code_deps]
-        for word in words[words.index(scripts[0]) + 1:]:
+        for word in words[modules[0] + 2:]:
             arg = word.split("=", 1)[-1].rstrip("/")
             if word.startswith("-") or not (root / arg).exists() and "/" not in arg:
                 continue
@@ -169,9 +182,9 @@ def rewrite_code_deps(text: str, root: Path) -> str:
     k = 0
     while k < len(lines):
         line = lines[k]
-        match = re.search(r"python (stages/\S+\.py)", line)
+        match = re.search(r"python -m (stages\.\w+)", line)
         if match:
-            script = match.group(1)
+            script = script_path(match.group(1))
         out.append(line)
         if line.strip() == "deps:" and script is not None:
             indent = line[: len(line) - len(line.lstrip())] + "  "
@@ -199,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     params = yaml.safe_load((root / "params.yaml").read_text())
     bad = 0
     for name, spec in dvc_yaml["stages"].items():
-        script = next(w for w in spec["cmd"].split() if w.startswith("stages/"))
+        words = spec["cmd"].split()
+        script = script_path(next(w for w in words if STAGE_MODULE.fullmatch(w)))
         closure = sorted(p.as_posix() for p in import_closure(root / script, root))
         print(f"{name}: {script} imports {closure}; reads params {sorted(params_read(root / script))}")
     for name, found in stage_problems(root, dvc_yaml, params).items():

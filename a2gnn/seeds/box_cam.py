@@ -128,6 +128,15 @@ def box_probabilities(logits: Tensor, labels: np.ndarray) -> Tensor:
     return torch.softmax(logits[keep.to(logits.device)], dim=0)[:-1]
 
 
+def as_object_boxes(rows: np.ndarray) -> np.ndarray:
+    """Training boxes under ``supervision: objectness``: every box of the one class "object" (map 0, class 1).
+
+    Shapes: rows (n, 5) x1 y1 x2 y2 class -> a copy with the class column set to 1."""
+    out = np.array(rows, copy=True)
+    out[:, 4] = 1
+    return out
+
+
 def objectness_class_cams(objectness: np.ndarray, boxes: Sequence, labels: Sequence[int]) -> np.ndarray:
     """CAMs under ``supervision: objectness``: the class-agnostic object map given, pixel by pixel, to the class of
     the smallest box containing the pixel (the overlap rule of Eq. 3); 0 outside every box and in other classes.

@@ -59,7 +59,8 @@ from a2gnn.data.transforms import normalize_image
 from a2gnn.core.config import Config
 from a2gnn.ops.crf import CRFConfig, dense_crf
 from a2gnn.core.io import IGNORE_INDEX, DataError, load_torch, save_torch
-from a2gnn.seeds.box_cam import box_probabilities, objectness_class_cams
+from a2gnn.core.registry import Registry
+from a2gnn.seeds.box_cam import as_object_boxes, box_probabilities, objectness_class_cams
 from a2gnn.seeds.scores import with_background
 from a2gnn.seeds.seam import cams_with_background, pcm_refine
 from a2gnn.core.training import OptimConfig
@@ -68,11 +69,6 @@ CAM_EPS = 1e-5
 """Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
 
 
-CAM_SUPERVISION = ("image", "boxes", "objectness")
-"""What trains the classifier: Eq. (1)'s image labels, the boxes with their classes, or the boxes as one
-class-agnostic "object" class whose map each box gives its own class at inference (:mod:`a2gnn.seeds.box_cam`)."""
-BOX_SUPERVISION = ("boxes", "objectness")
-"""The readings trained on the boxes (a background map, box and background cross-entropy terms)."""
 
 
 PSA_CRF = CRFConfig(gaussian_sxy=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0)
@@ -125,9 +121,9 @@ class CAMConfig(Config):
         )
         self.check(self.bg_alpha > 0, "bg_alpha", "> 0")
         self.check(0 <= self.seed_confidence < 1, "seed_confidence", "in [0, 1)")
-        self.check(self.supervision in CAM_SUPERVISION, "supervision", f"one of {sorted(CAM_SUPERVISION)}")
+        self.check(self.supervision in CAM_SUPERVISIONS, "supervision", f"one of {CAM_SUPERVISIONS.names()}")
         self.check(self.background_weight >= 0, "background_weight", ">= 0")
-        self.check(self.supervision == "image" or self.equivariance_weight == 0, "equivariance_weight",
+        self.check(not CAM_SUPERVISIONS[self.supervision].by_box or self.equivariance_weight == 0, "equivariance_weight",
                    "0 under supervision boxes / objectness (L_ER is defined for image labels)")
         self.check(self.equivariance_weight >= 0, "equivariance_weight", ">= 0")
         self.check(0 < self.equivariance_scale < 1, "equivariance_scale", "in (0, 1)")
@@ -213,9 +209,9 @@ def build_cam_model(cfg: CAMConfig, num_classes: int) -> CAMNet:
     ``supervision: objectness`` over one foreground map, the class-agnostic object."""
     if num_classes < 2:
         raise ValueError("need background plus at least one foreground class")
-    maps = 1 if cfg.supervision == "objectness" else num_classes - 1
-    return CAMNet(build_backbone(cfg.backbone), maps, cfg.dropout, background=cfg.supervision in BOX_SUPERVISION,
-                  pcm_channels=cfg.pcm_channels if cfg.ecr_weight > 0 else 0)
+    supervision = CAM_SUPERVISIONS[cfg.supervision]
+    return CAMNet(build_backbone(cfg.backbone), supervision.maps(num_classes), cfg.dropout,
+                  background=supervision.by_box, pcm_channels=cfg.pcm_channels if cfg.ecr_weight > 0 else 0)
 
 
 def image_cams(model: CAMNet, image: np.ndarray, annotation, cfg: CAMConfig, device: str = "cpu"
@@ -224,10 +220,7 @@ def image_cams(model: CAMNet, image: np.ndarray, annotation, cfg: CAMConfig, dev
     (:func:`compute_cams`), or under ``supervision: objectness`` the object map given to each box's class
     (:func:`a2gnn.seeds.box_cam.objectness_class_cams`)."""
     labels = np.asarray(annotation.image_labels, dtype=np.int64)
-    if cfg.supervision == "objectness":
-        objectness = compute_cams(model, image, [1], cfg, device)[0]
-        return objectness_class_cams(objectness, annotation.boxes, labels), labels
-    return compute_cams(model, image, labels, cfg, device), labels
+    return CAM_SUPERVISIONS[cfg.supervision].read(model, image, annotation, labels, cfg, device), labels
 
 
 def normalize_cams(cams: Tensor) -> Tensor:
@@ -345,3 +338,38 @@ def load_cam_checkpoint(path: os.PathLike | str, device: str = "cpu") -> tuple[C
     except Exception as exc:
         raise DataError(path, f"cannot load CAM checkpoint ({type(exc).__name__}: {exc})") from exc
     return model.eval(), cfg, class_names, int(ckpt["epoch"])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# What trains the classifier: one registry entry per ``cam.supervision`` reading
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CamSupervision:
+    """One ``cam.supervision`` reading: how many class maps the net has, whether it trains on the boxes (then it
+    has a background map too, and box + background cross-entropy terms: :mod:`a2gnn.seeds.box_cam`), how the
+    training boxes' classes are relabelled, and how CAMs are read for an image's labels."""
+
+    maps: typing.Callable[[int], int]  # num_classes (background included) -> class maps of the classifier
+    by_box: bool  # trained on the boxes (background map last) rather than on the image labels
+    relabel: typing.Callable[[np.ndarray], np.ndarray]  # training boxes (n, 5) rows x1 y1 x2 y2 class -> rows
+    read: typing.Callable[..., np.ndarray]  # (model, image, annotation, labels, cfg, device) -> (K, H, W) CAMs
+
+
+def _class_cams(model, image, annotation, labels, cfg, device):
+    return compute_cams(model, image, labels, cfg, device)
+
+
+def _objectness_cams(model, image, annotation, labels, cfg, device):
+    objectness = compute_cams(model, image, [1], cfg, device)[0]  # the one "object" map
+    return objectness_class_cams(objectness, annotation.boxes, labels)
+
+
+CAM_SUPERVISIONS: Registry[CamSupervision] = Registry("CAM supervision")
+"""``cam.supervision`` -> :class:`CamSupervision`: ``image`` (Eq. 1's image labels), ``boxes`` (each box with its
+class) or ``objectness`` (the boxes as one class-agnostic "object" class, whose map each box gives its own class
+at inference)."""
+CAM_SUPERVISIONS.add("image", CamSupervision(lambda n: n - 1, False, lambda rows: rows, _class_cams))
+CAM_SUPERVISIONS.add("boxes", CamSupervision(lambda n: n - 1, True, lambda rows: rows, _class_cams))
+CAM_SUPERVISIONS.add("objectness", CamSupervision(lambda n: 1, True, as_object_boxes, _objectness_cams))

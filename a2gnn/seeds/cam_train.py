@@ -24,7 +24,7 @@ from a2gnn.seeds.seam import cams_with_background, ecr_loss, pcm_refine
 from a2gnn.core import distributed
 from a2gnn.core.training import Checkpointer, digest_arrays, fingerprint, make_optimizer, make_schedule
 from a2gnn.seeds.cam import (
-    BOX_SUPERVISION,
+    CAM_SUPERVISIONS,
     CAMConfig,
     CAMNet,
     CAM_EPS,
@@ -85,11 +85,9 @@ def train_cam_model(
     targets = torch.from_numpy(
         np.stack([multi_hot(dataset.annotation(i).image_labels, dataset.num_classes) for i in dataset.ids])
     )
-    by_box = cfg.supervision in BOX_SUPERVISION
-    boxes = [boxes_array(dataset.annotation(i).boxes) for i in dataset.ids] if by_box else []
-    if cfg.supervision == "objectness":  # every box is of the one class "object" (map 0)
-        for rows in boxes:
-            rows[:, 4] = 1
+    supervision = CAM_SUPERVISIONS[cfg.supervision]
+    by_box = supervision.by_box
+    boxes = [supervision.relabel(boxes_array(dataset.annotation(i).boxes)) for i in dataset.ids] if by_box else []
     model = build_cam_model(cfg, dataset.num_classes).to(device)
     optimizer = make_optimizer(model, cfg.optim, model.head_parameters())
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)

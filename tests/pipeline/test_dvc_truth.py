@@ -58,6 +58,8 @@ def test_params_read_finds_get_and_subscript(tmp_path):
         (lambda s: s["pseudo_labels"]["params"].append("runtime"), "declares the 'runtime' section"),
         (lambda s: s["baseline"]["params"].append("gnn"), "declares params 'gnn'"),
         (lambda s: s["baseline"]["deps"].remove("outputs/cam"), "cmd path outputs/cam is neither"),
+        (lambda s: s["baseline"].update(cmd=s["baseline"]["cmd"].replace("-m stages.baseline", "stages/baseline.py")),
+         "as `python -m stages.<name>`"),
     ],
 )
 def test_checker_catches_a_lie(mutate, expected):

@@ -22,6 +22,7 @@ from a2gnn.core.config import ConfigError
 from a2gnn.data.voc import Box, VOCDataset
 from a2gnn.core.io import DataError, read_label, write_label
 from a2gnn.seeds.cam import (
+    CAM_SUPERVISIONS,
     CAMConfig,
     CAMNet,
     CAM_EPS,
@@ -281,7 +282,7 @@ def _stage_module():
 
 
 def _run_stage(params: Path, data: Path, out: Path) -> None:
-    """Run the stage in this process (as ``python stages/cam.py`` would, through run_stage)."""
+    """Run the stage in this process (as ``python -m stages.cam`` would, through run_stage)."""
     stage = _stage_module()
     stage.run_stage(stage.main, [str(data), str(out), "--params", str(params)])
 
@@ -468,6 +469,20 @@ def test_box_supervision_config_checks():
     assert CAMConfig.from_params({"supervision": "objectness"}).supervision == "objectness"
     with pytest.raises(ConfigError, match="equivariance_weight"):
         CAMConfig.from_params({"supervision": "objectness", "equivariance_weight": 1.0})
+
+
+def test_each_supervision_reading_builds_its_maps_and_relabels_its_boxes():
+    """The registry entries: 5 classes (background + 4) -> 4 class maps, + a background map when trained on the
+    boxes; objectness -> one "object" map (+ background), and its training boxes all of class 1 (a copy)."""
+    assert CAM_SUPERVISIONS.names() == ("image", "boxes", "objectness")
+    for name, maps, background in (("image", 4, False), ("boxes", 4, True), ("objectness", 1, True)):
+        model = build_cam_model(dataclasses.replace(TINY, supervision=name), 5)
+        assert (model.num_foreground, model.background) == (maps, background)
+        assert model.classifier.out_channels == maps + background
+    rows = np.array([[0, 0, 4, 4, 3], [1, 1, 2, 2, 2]], dtype=np.float64)
+    assert CAM_SUPERVISIONS["objectness"].relabel(rows)[:, 4].tolist() == [1, 1]
+    assert rows[:, 4].tolist() == [3, 2]
+    assert CAM_SUPERVISIONS["boxes"].relabel(rows) is rows
 
 
 # ------------------------------------------------------------------------------------ SEAM: PCM + L_ECR
