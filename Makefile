@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # the tables of `python -m a2gnn.pipeline.ablations --list`, one make target each
 TABLES := table4a table4b table4c table4d table4e fig7 gnn_seeds table5 rw_tuning baseline_tuning maskrcnn_seeds cam_stride4
 
-.PHONY: repro test test-fast data setup bench compare clean-outputs ablations $(TABLES)
+.PHONY: repro test test-fast data setup bench compare numerics-check clean-outputs ablations $(TABLES)
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ compare: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pseudo_labels_speed.py
+
+# Does this CPU compute the committed bytes? The cam stage under the pin and under A2GNN_NUMERICS=strict, against
+# scripts/numerics_reference.json (docs/pipeline.md, "The same bytes on any x86-64 CPU"); about 3 min on 2 cores
+numerics-check: data
+	$(BIN)/python scripts/numerics_check.py
 
 # Paper Table 4 / Fig. 7 / Table 5 rows (and the competitors' tuning sweeps) as named DVC experiments (queued,
 # run, collected); prints the table beside the paper's numbers and writes metrics/ablations/<table>.md|json

@@ -1,0 +1,45 @@
+"""scripts/numerics_check.py: the digest and the verdict it prints (the stage runs themselves are the cam stage's)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("numerics_check", ROOT / "scripts" / "numerics_check.py")
+check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check)
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_tree_digest_sees_bytes_and_names_but_not_creation_order(tmp_path):
+    a = _tree(tmp_path / "a", {"model.pt": b"w", "scores/1.npz": b"x"})
+    b = _tree(tmp_path / "b", {"scores/1.npz": b"x", "model.pt": b"w"})
+    assert check.tree_digest(a) == check.tree_digest(b)
+    assert check.tree_digest(a) != check.tree_digest(_tree(tmp_path / "c", {"model.pt": b"W", "scores/1.npz": b"x"}))
+    assert check.tree_digest(a) != check.tree_digest(_tree(tmp_path / "d", {"model.pt": b"w", "scores/2.npz": b"x"}))
+
+
+def test_verdict_compares_each_mode_only_on_the_same_inputs():
+    found = {"inputs": "i", "modes": {"pinned": {"digest": "a" * 64, "seconds": 60.0},
+                                      "strict": {"digest": "b" * 64, "seconds": 120.0}}}
+    reference = {"inputs": "i", "modes": {"pinned": {"digest": "a" * 64}, "strict": {"digest": "c" * 64}}}
+    lines = check.verdict(found, reference)
+    assert lines[0].startswith("pinned") and lines[0].endswith("same bytes")
+    assert lines[1].startswith("strict") and lines[1].endswith("other bytes")
+    assert all("not comparable" in line for line in check.verdict(found, dict(reference, inputs="j")))
+    assert all(line.endswith("no reference") for line in check.verdict(found, None))
+
+
+def test_the_committed_reference_names_its_cpu_and_both_modes():
+    import json
+
+    reference = json.loads(check.REFERENCE.read_text())
+    assert reference["cpu"] and set(reference["modes"]) == set(check.MODES)
+    assert all(len(m["digest"]) == 64 for m in reference["modes"].values())
