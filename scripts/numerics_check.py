@@ -5,6 +5,7 @@ Usage (from the repository root, after the README's set-up and ``make data``)::
 
     python scripts/numerics_check.py            # or: make numerics-check
     python scripts/numerics_check.py --record   # the reference machine: write scripts/numerics_reference.json
+    python scripts/numerics_check.py --lock dvc.lock --mode strict   # after `A2GNN_NUMERICS=strict dvc repro --force`
 
 Runs the ``cam`` stage (the first stage whose output depends on floating-point kernels; its only input is the
 embedded dataset, which ``make data`` regenerates byte for byte anywhere) into a scratch folder, once under the
@@ -13,6 +14,11 @@ each output with the one recorded on the reference machine. Prints, per mode, th
 ``other bytes``. ``same`` in the pinned mode means this machine reproduces ``dvc.lock`` from the CAM on; ``same``
 only under strict means strict is what makes results portable to this CPU. Nothing in the repository changes
 (except the reference file with ``--record``). About 3 minutes on 2 cores.
+
+``--lock`` instead compares every output a whole run recorded in a ``dvc.lock`` with the reference machine's whole
+run in that mode (``pinned_repro_outs``: the committed ``dvc.lock``; ``strict_repro_outs``: a run under
+``A2GNN_NUMERICS=strict``), and lists the stages whose outputs differ; with ``--record`` it stores that lock's
+outputs as the reference's run in that mode.
 """
 
 from __future__ import annotations
@@ -93,11 +99,35 @@ def verdict(found: dict, reference: dict | None) -> list[str]:
     return lines
 
 
+def lock_outs(lock: dict) -> dict[str, dict[str, str]]:
+    """``{stage: {output path: md5}}`` of a parsed ``dvc.lock``."""
+    return {name: {o["path"]: o["md5"] for o in spec.get("outs", [])}
+            for name, spec in lock["stages"].items() if spec.get("outs")}
+
+
+def lock_differences(found: dict[str, dict[str, str]], reference: dict[str, dict[str, str]]) -> list[str]:
+    """Stages (in the reference's order) whose recorded outputs differ from the reference's, or are missing."""
+    return [name for name, outs in reference.items() if found.get(name) != outs]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help=f"write {REFERENCE.relative_to(ROOT)} from this machine")
     parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=list(MODES))
+    parser.add_argument("--lock", help="compare this dvc.lock's outputs with the reference's whole run instead")
+    parser.add_argument("--mode", choices=sorted(MODES), default="pinned", help="--lock: the mode it was made in")
     args = parser.parse_args(argv)
+    reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else None
+    if args.lock:
+        outs = lock_outs(yaml.safe_load(Path(args.lock).read_text()))
+        if args.record:  # the reference machine, after a whole run in this mode
+            REFERENCE.write_text(json.dumps({**(reference or {}), f"{args.mode}_repro_outs": outs}, indent=1) + "\n")
+            print(f"wrote {args.mode}_repro_outs to {REFERENCE.relative_to(ROOT)}")
+            return 0
+        differ = lock_differences(outs, reference[f"{args.mode}_repro_outs"])
+        print(f"reference CPU: {reference['cpu']}; {args.mode} run")
+        print(f"stages with other bytes: {', '.join(differ)}" if differ else "every output: same bytes")
+        return 0
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     if not (ROOT / params["dataset"]["root"]).is_dir():
         print(f"error: {ROOT / params['dataset']['root']}: no dataset; run `make data` first", file=sys.stderr)
@@ -110,14 +140,17 @@ def main(argv: list[str] | None = None) -> int:
             found["modes"][mode] = {"digest": tree_digest(scratch / mode / "cam"), "seconds": round(seconds, 1)}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    reference = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else None
     print(f"this CPU: {found['cpu']}")
     if reference is not None:
         print(f"reference CPU: {reference['cpu']}")
     print("\n".join(verdict(found, reference)))
-    if args.record:
-        REFERENCE.write_text(json.dumps(found, indent=1) + "\n")
-        print(f"wrote {REFERENCE.relative_to(ROOT)}")
+    if args.record:  # the committed dvc.lock's outputs are the pinned whole run; a strict one recorded for another
+        pinned = lock_outs(yaml.safe_load((ROOT / "dvc.lock").read_text()))  # lock no longer belongs: dropped
+        kept = {} if reference is None or reference.get("pinned_repro_outs") != pinned else {
+            k: v for k, v in reference.items() if k == "strict_repro_outs"}
+        REFERENCE.write_text(json.dumps({**found, "pinned_repro_outs": pinned, **kept}, indent=1) + "\n")
+        print(f"wrote {REFERENCE.relative_to(ROOT)}" + ("" if kept or reference is None else
+              "; dvc.lock changed, so the strict whole run's outputs were dropped (record them with --lock)"))
     return 0
 
 

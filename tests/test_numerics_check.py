@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("numerics_check", ROOT / "scripts" / "numerics_check.py")
 check = importlib.util.module_from_spec(_spec)
@@ -43,3 +45,16 @@ def test_the_committed_reference_names_its_cpu_and_both_modes():
     reference = json.loads(check.REFERENCE.read_text())
     assert reference["cpu"] and set(reference["modes"]) == set(check.MODES)
     assert all(len(m["digest"]) == 64 for m in reference["modes"].values())
+    assert check.lock_outs(yaml.safe_load((ROOT / "dvc.lock").read_text())) == reference["pinned_repro_outs"], (
+        "dvc.lock changed: on the machine that made it run `python scripts/numerics_check.py --record`")
+    assert set(reference.get("strict_repro_outs", reference["pinned_repro_outs"])) == set(reference["pinned_repro_outs"])
+
+
+def test_lock_differences_lists_changed_and_missing_stages():
+    lock = {"stages": {"cam": {"outs": [{"path": "outputs/cam", "md5": "1"}]}, "report": {"deps": []},
+                       "seeds": {"outs": [{"path": "outputs/seeds/M_g", "md5": "2"}]}}}
+    found = check.lock_outs(lock)
+    assert found == {"cam": {"outputs/cam": "1"}, "seeds": {"outputs/seeds/M_g": "2"}}
+    reference = {"cam": {"outputs/cam": "1"}, "seeds": {"outputs/seeds/M_g": "3"}, "affinity": {"outputs/a": "4"}}
+    assert check.lock_differences(found, reference) == ["seeds", "affinity"]
+    assert check.lock_differences(found, {"cam": {"outputs/cam": "1"}}) == []
