@@ -68,10 +68,12 @@ def cpu_name() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    family = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "?")
-    number = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model\t")), "?")
-    return f"{model} (family {family} model {number}, {'AVX-512' if ' avx512f' in info else 'no AVX-512'})"
+    fields: dict[str, str] = {}
+    for line in info.splitlines():  # the first processor's fields
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    avx512 = "AVX-512" if "avx512f" in fields.get("flags", "").split() else "no AVX-512"
+    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {avx512})"
 
 
 def run_cam(mode: str, out: Path) -> float:
