@@ -73,7 +73,8 @@ def cpu_name() -> str:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     avx512 = "AVX-512" if "avx512f" in fields.get("flags", "").split() else "no AVX-512"
-    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {avx512})"
+    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+    return f"{fields.get('model name', '?')} (family {family} model {model}, {avx512})"
 
 
 def run_cam(mode: str, out: Path) -> float:
