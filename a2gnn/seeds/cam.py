@@ -68,9 +68,6 @@ from a2gnn.core.training import OptimConfig
 CAM_EPS = 1e-5
 """Added to each class's maximum before dividing (CAM normalisation, as in SEAM)."""
 
-
-
-
 PSA_CRF = CRFConfig(gaussian_sxy=3.0, bilateral_sxy=80.0, bilateral_srgb=13.0)
 """Dense-CRF kernels of the PSA/SEAM CAM seeds (the A²GNN pseudo-label CRF, ``crf`` section, differs)."""
 
@@ -123,8 +120,8 @@ class CAMConfig(Config):
         self.check(0 <= self.seed_confidence < 1, "seed_confidence", "in [0, 1)")
         self.check(self.supervision in CAM_SUPERVISIONS, "supervision", f"one of {CAM_SUPERVISIONS.names()}")
         self.check(self.background_weight >= 0, "background_weight", ">= 0")
-        self.check(not CAM_SUPERVISIONS[self.supervision].by_box or self.equivariance_weight == 0, "equivariance_weight",
-                   "0 under supervision boxes / objectness (L_ER is defined for image labels)")
+        self.check(not CAM_SUPERVISIONS[self.supervision].by_box or self.equivariance_weight == 0,
+                   "equivariance_weight", "0 under supervision boxes / objectness (L_ER is defined for image labels)")
         self.check(self.equivariance_weight >= 0, "equivariance_weight", ">= 0")
         self.check(0 < self.equivariance_scale < 1, "equivariance_scale", "in (0, 1)")
         self.check(self.ecr_weight >= 0, "ecr_weight", ">= 0")

@@ -26,6 +26,11 @@ Choices the paper leaves open (each documented where it is made):
   several boxes claim a pixel as object, the smallest box wins (ties in area: the later box of the
   annotation wins). A pixel inside some box that no box claims as object is 255 (unknown), even if it
   lies in the background of a smaller box and in the object of none.
+* **Zoom on small boxes** (ours, off by default: ``zoom_side`` 0): a box whose longer side is below
+  ``zoom_side`` pixels runs GrabCut on its neighbourhood (a margin of ``zoom_margin`` times that side around
+  it) enlarged so that the side is ``zoom_side`` pixels, and the mask is shrunk back. GrabCut's colour models
+  and its pairwise term see a few hundred pixels of a small object instead of a few dozen
+  (docs/cluttered-photos.md, docs/deviations.md).
 * **Determinism**: OpenCV's RNG (used by GrabCut's k-means initialisation) is re-seeded before every box
   with ``image_seed(base_seed, image_id) + k``.
 """
@@ -60,11 +65,15 @@ class GrabCutConfig(Config):
     iterations: int = 5  # EM iterations of Grab(.) in Eq. (2) (SDI: 5)
     min_box_iou: float = 0.15  # GrabCut mask with IoU < this against B_k -> the whole B_k is object (SDI: 0.15)
     min_box_side: int = 4  # B_k narrower or shorter than this (pixels) skips GrabCut -> the whole B_k is object
+    zoom_side: int = 0  # ours: B_k with a longer side below this runs GrabCut enlarged to it (0 = off, the paper)
+    zoom_margin: float = 0.5  # context around a zoomed B_k, as a fraction of its longer side
 
     def validate(self) -> None:
         self.check(self.iterations >= 1, "iterations", ">= 1")
         self.check(0.0 <= self.min_box_iou <= 1.0, "min_box_iou", "in [0, 1]")
         self.check(self.min_box_side >= 1, "min_box_side", ">= 1")
+        self.check(self.zoom_side >= 0, "zoom_side", ">= 0 (0 = off)")
+        self.check(self.zoom_margin > 0.0, "zoom_margin", "> 0")
 
 
 def image_seed(base_seed: int, image_id: str) -> int:
@@ -92,19 +101,64 @@ def run_grabcut(image: np.ndarray, box: Box, iterations: int, seed: int) -> np.n
     return ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)) & box_mask(box, (height, width))
 
 
+def zoom_window(box: Box, shape: tuple[int, int], side: int, margin: float) -> tuple[Box, float] | None:
+    """The crop and the scale of a zoomed GrabCut, or None where zooming does not apply.
+
+    The crop is the box grown by ``round(margin * longer side)`` pixels on each side, clipped to the image; the
+    scale enlarges the box's longer side to ``side`` pixels. None when the box's longer side is already at least
+    ``side``, or when the clipped crop leaves no pixel outside the box (no background to model).
+    Shapes: box in image pixels, shape (H, W) -> (crop as a Box with the box's label, scale > 1) or None.
+    """
+    longer = max(box.width, box.height)
+    if longer >= side:
+        return None
+    pad = int(round(margin * longer))
+    crop = Box(max(0, box.x1 - pad), max(0, box.y1 - pad), min(shape[1], box.x2 + pad), min(shape[0], box.y2 + pad),
+               box.label)
+    if crop.area <= box.area:
+        return None
+    return crop, side / longer
+
+
+def zoomed_grabcut(image: np.ndarray, box: Box, crop: Box, scale: float, iterations: int, seed: int) -> np.ndarray:
+    """Grab(.) of Eq. (2) on an enlarged neighbourhood of a small box; the mask is shrunk back to the image.
+
+    ``crop`` (a window of the image around ``box``, from :func:`zoom_window`) is enlarged by ``scale`` with
+    bicubic interpolation, GrabCut runs there from the enlarged box, and its foreground is averaged back onto the
+    crop's pixels (area interpolation), a pixel being object where more than half of it is.
+    Shapes: image (H, W, 3) uint8 -> (H, W) bool, True only inside the box.
+    """
+    patch = image[crop.y1 : crop.y2, crop.x1 : crop.x2]
+    size = (max(1, int(round(crop.width * scale))), max(1, int(round(crop.height * scale))))
+    big = cv2.resize(np.ascontiguousarray(patch), size, interpolation=cv2.INTER_CUBIC)
+    x1, y1 = int(round((box.x1 - crop.x1) * scale)), int(round((box.y1 - crop.y1) * scale))
+    x2 = min(size[0], int(round((box.x2 - crop.x1) * scale)))
+    y2 = min(size[1], int(round((box.y2 - crop.y1) * scale)))
+    fg = run_grabcut(big, Box(x1, y1, x2, y2, box.label), iterations, seed)
+    back = cv2.resize(fg.astype(np.float32), (crop.width, crop.height), interpolation=cv2.INTER_AREA) > 0.5
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    mask[crop.y1 : crop.y2, crop.x1 : crop.x2] = back
+    return mask & box_mask(box, image.shape[:2])
+
+
 def grabcut_box_mask(image: np.ndarray, box: Box, cfg: GrabCutConfig, seed: int = 0) -> np.ndarray:
     """Object pixels of one box B_k (the support of Eq. 2), with the SDI fallbacks.
 
     Whole box when: the box is smaller than ``cfg.min_box_side`` on a side; the box covers the whole
     image (no background to model); GrabCut finds no foreground; or the foreground's IoU with the box
-    (= its area / the box area, since it lies inside the box) is below ``cfg.min_box_iou``.
+    (= its area / the box area, since it lies inside the box) is below ``cfg.min_box_iou``. A box whose
+    longer side is below ``cfg.zoom_side`` runs GrabCut enlarged (:func:`zoomed_grabcut`).
     Shapes: image (H, W, 3) uint8 -> (H, W) bool, True only inside the box.
     """
     shape = image.shape[:2]
     whole = box_mask(box, shape)
     if min(box.width, box.height) < cfg.min_box_side or box.area >= shape[0] * shape[1]:
         return whole
-    fg = run_grabcut(image, box, cfg.iterations, seed)
+    window = zoom_window(box, shape, cfg.zoom_side, cfg.zoom_margin) if cfg.zoom_side else None
+    if window is None:
+        fg = run_grabcut(image, box, cfg.iterations, seed)
+    else:
+        fg = zoomed_grabcut(image, box, *window, cfg.iterations, seed)
     n_fg = int(fg.sum())
     if n_fg == 0 or n_fg < cfg.min_box_iou * box.area:
         return whole

@@ -7,7 +7,8 @@ from a2gnn.core.config import ConfigError
 from a2gnn.data.voc import Annotation, Box
 from a2gnn.seeds import grabcut as gc
 from a2gnn.data.boxes import box_owner_map, box_union_mask
-from a2gnn.seeds.grabcut import GrabCutConfig, box_seeds, compose_box_seeds, grabcut_box_mask, run_grabcut
+from a2gnn.seeds.grabcut import (GrabCutConfig, box_seeds, compose_box_seeds, grabcut_box_mask, run_grabcut,
+                                 zoom_window)
 
 CFG = GrabCutConfig()
 
@@ -128,11 +129,51 @@ def test_box_seeds_eq3_outside_zero_inside_unknown():
     assert np.array_equal(m_b, box_seeds(img, ann, CFG, seed=0))
 
 
+def test_zoom_window_geometry():
+    shape = (100, 120)  # (H, W)
+    box = Box(50, 40, 70, 50, 3)  # 20 x 10: longer side 20
+    crop, scale = zoom_window(box, shape, side=80, margin=0.5)
+    assert crop == Box(40, 30, 80, 60, 3) and scale == 4.0  # 10 px of context on each side, 20 -> 80 px
+    crop, _ = zoom_window(Box(2, 95, 22, 100, 1), shape, side=80, margin=0.5)
+    assert crop == Box(0, 85, 32, 100, 1)  # clipped to the image
+    assert zoom_window(box, shape, side=20, margin=0.5) is None  # already that large
+    assert zoom_window(Box(0, 0, 20, 10, 1), (10, 20), side=80, margin=0.5) is None  # no pixel outside the box
+
+
+def test_zoom_off_or_large_box_is_plain_grabcut(monkeypatch):
+    img, disc = disc_image()
+    box = Box(36 - 24, 40 - 24, 36 + 24, 40 + 24, label=3)
+    plain = grabcut_box_mask(img, box, CFG, seed=4)
+    assert np.array_equal(grabcut_box_mask(img, box, GrabCutConfig(zoom_side=48), seed=4), plain)  # side 48: no zoom
+    calls = []
+    monkeypatch.setattr(gc, "zoomed_grabcut", lambda *a: calls.append(a) or plain)
+    grabcut_box_mask(img, box, GrabCutConfig(zoom_side=49), seed=4)
+    assert len(calls) == 1 and calls[0][3] == 49 / 48  # the scale enlarges the 48-px side to 49
+
+
+@pytest.mark.parametrize("radius", [4, 6, 8])
+def test_zoomed_grabcut_recovers_a_small_disc(radius):
+    """A disc a few pixels wide (the small COCO objects' regime): the zoomed mask is the disc, not the box."""
+    ious = []
+    for seed in range(3):
+        img, disc = disc_image(size=64, centre=(30, 33), radius=radius, noise=30, seed=seed)
+        box = Box(33 - radius - 2, 30 - radius - 2, 33 + radius + 2, 30 + radius + 2, 1)
+        mask = grabcut_box_mask(img, box, GrabCutConfig(zoom_side=96), seed=seed)
+        assert not mask[~gc.box_mask(box, disc.shape)].any()  # never outside the box
+        ious.append((mask & disc).sum() / (mask | disc).sum())
+        box_iou = disc.sum() / box.area
+    assert np.mean(ious) > 0.8 > box_iou + 0.2  # the box alone: 0.31 / 0.43 / 0.48
+
+
 def test_config_validation():
     with pytest.raises(ConfigError, match="min_box_iou"):
         GrabCutConfig.from_params({"min_box_iou": 1.5})
     with pytest.raises(ConfigError, match="iterations"):
         GrabCutConfig.from_params({"iterations": 0})
+    with pytest.raises(ConfigError, match="zoom_side"):
+        GrabCutConfig.from_params({"zoom_side": -1})
+    with pytest.raises(ConfigError, match="zoom_margin"):
+        GrabCutConfig.from_params({"zoom_margin": 0})
     assert GrabCutConfig.from_params({}) == GrabCutConfig(iterations=5, min_box_iou=0.15)
 
 
