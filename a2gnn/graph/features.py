@@ -34,13 +34,18 @@ def project_node_features(x: Tensor, k: int) -> Tensor:
     or 2432), and :math:`(X V_k)(X V_k)^\top` approximates the Gram matrix :math:`X X^\top`, so cosine
     similarities of nodes are kept up to the discarded spectrum (exactly when rank X <= k). Not centred (the
     features are post-ReLU and L1-normalised, Eq. 15); a randomized SVD with a fixed-seed generator, so the
-    result is deterministic. ``k <= 0`` or ``k >= min(N, D_g)`` returns X unchanged.
+    result is deterministic. ``k <= 0`` or ``k >= D_g`` returns X unchanged. A graph of ``N <= k`` nodes (a
+    small or very elongated image) has all its N principal coordinates (exact SVD, so X X^T is kept exactly),
+    zero-padded to k columns: every image of a batch has the same width.
 
     Shapes: x (N, D_g) -> (N, k).
     """
     n, d = x.shape
-    if k <= 0 or k >= min(n, d):
+    if k <= 0 or k >= d:
         return x
+    if k >= n:
+        u, s, _ = torch.linalg.svd(x, full_matrices=False)
+        return torch.nn.functional.pad(u * s, (0, k - s.shape[0])).contiguous()
     generator = torch.Generator().manual_seed(0)
     omega = torch.randn(d, k + PROJECTION_OVERSAMPLE, generator=generator, dtype=x.dtype)
     y = x @ omega.to(x.device)

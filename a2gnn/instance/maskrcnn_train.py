@@ -82,6 +82,8 @@ def train_maskrcnn(
     torch.manual_seed(derived_seed(seed, 1 << 30))  # initial weights (the same on every rank)
     model = build_model(d2)
     optimizer = build_optimizer(d2, model)
+    for group in optimizer.param_groups:  # one fused update per group (same arithmetic, bit-identical weights)
+        group["foreach"] = True
     scheduler = build_lr_scheduler(d2, optimizer)
     start = 0
     if checkpoints is not None:

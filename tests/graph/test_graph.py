@@ -232,6 +232,10 @@ def test_node_feature_projection_keeps_the_gram_matrix_of_a_low_rank_x():
     torch.testing.assert_close(z @ z.t(), x @ x.t(), rtol=1e-4, atol=1e-4)
     assert torch.equal(project_node_features(x, 0), x) and torch.equal(project_node_features(x, 40), x)
     assert torch.equal(project_node_features(x, 8), z)  # deterministic
+    few = x[:5]  # fewer nodes than k (a small or elongated image): all 5 coordinates, zero-padded to k
+    z5 = project_node_features(few, 8)
+    assert z5.shape == (5, 8) and not z5[:, 5:].any()
+    torch.testing.assert_close(z5 @ z5.t(), few @ few.t(), rtol=1e-4, atol=1e-4)
     full = torch.rand(60, 40, generator=g)
     svals = torch.linalg.svdvals(full)
     z3 = project_node_features(full, 3)
