@@ -61,6 +61,20 @@ def test_batched_equals_per_image_training():
         assert torch.allclose(got, want, atol=2e-5), (got - want).abs().max()
 
 
+def test_a_graph_with_fewer_nodes_than_feature_dim_trains_in_a_batch():
+    """graph.feature_dim k > N for a small or thin image: its features are zero-padded to k, so it batches with the
+    others (it used to keep D_g columns and stop the batch), and trains as it would alone."""
+    from a2gnn.graph.features import project_node_features
+
+    graphs = [toy_graph("thin", 1, 6, 2, seed=0, seed_rate=0.5)[0], toy_graph("big", 7, 7, 1, seed=1)[0]]
+    projected = [dataclasses.replace(g, x=project_node_features(g.x, 8)) for g in graphs]
+    assert [tuple(g.x.shape) for g in projected] == [(6, 8), (49, 8)]
+    batched = train_a2gnn(projected, FAST, NUM_CLASSES, seed=5, batch_images=2)
+    for g, got in zip(projected, batched):
+        want = train_a2gnn_single(g, FAST, NUM_CLASSES, seed=5)
+        assert torch.allclose(got, want, atol=2e-5), (got - want).abs().max()
+
+
 def test_deterministic_and_independent_of_order_and_batch_size():
     graphs = three_graphs()
     cfg = FAST
