@@ -41,3 +41,14 @@ def test_authors_reference_learns_its_seeds():
     history = bench.train_authors(graph, cfg, 4)  # both phases (L_reg from epoch 15)
     assert len(history) == 30 and all(map(torch.isfinite, torch.tensor(history)))
     assert history[-1] < 0.75 * history[0], history  # it learns (random seeds: no perfect fit)
+
+
+def test_grabcut_zoom_benchmark_runs_both_readings(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import grabcut_zoom
+
+    photos = grabcut_zoom.synthetic_photos(2, size=64)
+    assert all(0 <= b.x1 < b.x2 <= 64 and 0 <= b.y1 < b.y2 <= 64 for _, a in photos for b in a.boxes)
+    grabcut_zoom.main(["--synthetic", "2", "--zoom-side", "96"])
+    out = capsys.readouterr().out
+    assert "plain:" in out and "zoom 96:" in out and "changes:" in out
