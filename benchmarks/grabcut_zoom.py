@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import a2gnn  # noqa: F401  (first: pins the numerical libraries' kernels, a2gnn/core/numerics.py)
 import cv2
 import numpy as np
 
