@@ -154,7 +154,7 @@ def grabcut_box_mask(image: np.ndarray, box: Box, cfg: GrabCutConfig, seed: int 
     whole = box_mask(box, shape)
     if min(box.width, box.height) < cfg.min_box_side or box.area >= shape[0] * shape[1]:
         return whole
-    window = zoom_window(box, shape, cfg.zoom_side, cfg.zoom_margin) if cfg.zoom_side else None
+    window = zoom_window(box, shape, cfg.zoom_side, cfg.zoom_margin)  # None when off (zoom_side 0) or large
     if window is None:
         fg = run_grabcut(image, box, cfg.iterations, seed)
     else:
