@@ -11,13 +11,19 @@ is imported; every stage, script, benchmark and the test session import ``a2gnn`
 What holds where (measured):
 
 * **the same x86-64 machine, with the AVX2 level forced or not**: same bytes (``tests/core/test_numerics.py``).
-* **two x86-64 CPUs with AVX2**: the tiny trainings of ``tests/core/test_training.py`` give the same bytes on Zen 3
-  (EPYC, no AVX-512) and Zen 4 (EPYC, AVX-512), but the full default ``dvc repro`` does **not**: the ``cam`` stage's
-  bytes differ (GrabCut's do not) and every trained output after it; the metrics move by up to 0.6 points for the
-  pseudo labels and up to 1.6 AP for Mask R-CNN (README, "Numerics"). The suspect is oneDNN: capped at AVX2, its
-  JIT convolutions still size their loop blocking from the CPU's cache sizes. ``A2GNN_NUMERICS=strict`` switches
-  oneDNN and NNPACK convolutions off (:func:`configure_torch`; im2col + MKL under ``MKL_CBWR`` instead), at about
-  twice the convolution time; whether it closes the gap needs the two machines (not yet measured).
+* **two x86-64 CPUs with AVX2, default pin**: the tiny trainings of ``tests/core/test_training.py`` give the same
+  bytes on Zen 3 (EPYC, no AVX-512) and Zen 4 (EPYC, AVX-512), but the full default ``dvc repro`` does **not**: the
+  ``cam`` stage's bytes differ (GrabCut's do not) and every trained output after it; the metrics move by up to 0.6
+  points for the pseudo labels and up to 1.6 AP for Mask R-CNN (README, "Numerics"). Three causes, found by
+  emulating other CPUs (``scripts/emulated_cpu_check.py``, QEMU user mode): oneDNN's AVX2 convolutions block their
+  loops by the cache sizes (a dilated 3x3 convolution of the CAM network differs on an emulated Haswell); MKL
+  honours ``MKL_CBWR=AVX2`` only on Intel CPUs (on AMD it reports ``CNR:AUTO``), and the two paths differ for
+  narrow GEMMs and for exp / log / sqrt; and Adam's square root is MKL's (not correctly rounded).
+* **any x86-64 CPU with AVX2, ``A2GNN_NUMERICS=strict``**: oneDNN / NNPACK convolutions off (:func:`configure_torch`),
+  MKL on its single SSE2 path (:data:`STRICT_PIN`), fused Adam (:func:`adam_options`). A CAM training step (every
+  layer's output, the gradients, the Adam step) and an A²GNN training give the same bytes on this Zen 3 and on an
+  emulated Intel Haswell and AMD Milan (``tests/test_emulated_cpu.py``). Convolutions cost about 1.7x
+  (the default ``cam`` stage: 120 s against 70 s).
 * **x86-64 without AVX2**, **ARM** (aarch64: the pin does not apply, NEON/SVE kernels are used) and **GPUs**
   (cuDNN/cuBLAS pick kernels per device): the same bytes on the same hardware (every RNG is seeded, torch
   runs its deterministic algorithms), and the metrics within run-to-run noise of the committed ones, not bytes.
@@ -34,7 +40,8 @@ import sys
 from typing import Mapping, MutableMapping
 
 SWITCH = "A2GNN_NUMERICS"
-"""Environment variable: ``native`` disables the pin (measurement only); ``strict`` adds :func:`configure_torch`."""
+"""Environment variable: ``native`` disables the pin (measurement only); ``strict`` adds :data:`STRICT_PIN`,
+:func:`configure_torch` and fused Adam (:func:`adam_options`)."""
 STRICT = "strict"
 
 PIN: Mapping[str, str] = {
@@ -47,6 +54,15 @@ PIN: Mapping[str, str] = {
     "OPENCV_CPU_DISABLE": "AVX512-SKX",  # OpenCV's dispatched kernels above AVX2
 }
 """Variable -> value, read by the libraries when they load (so set before they are imported)."""
+
+STRICT_PIN: Mapping[str, str] = {
+    # MKL's single SSE2 code path, the same on every vendor. MKL honours "AVX2" only on Intel CPUs (on AMD it
+    # reports CNR:AUTO and runs its own choice), and the two give other bytes for narrow GEMMs such as a
+    # classifier's 1x1 convolution and for exp / log / sqrt (measured: native Zen 3 against emulated Haswell).
+    "MKL_CBWR": "COMPATIBLE",
+}
+"""What ``A2GNN_NUMERICS=strict`` sets over :data:`PIN` (with oneDNN / NNPACK off and fused Adam): the mode
+whose bytes do not depend on the CPU's vendor or cache sizes."""
 
 GUARDED = ("torch", "numpy", "cv2")
 """Modules that must not be loaded before :func:`pin` runs."""
@@ -82,13 +98,26 @@ def cpu_has_avx512(cpuinfo: str | None = None) -> bool:
     return "avx512f" in cpuinfo.split()
 
 
-def wanted(has_avx512: bool | None = None) -> dict[str, str]:
-    """:data:`PIN` for this CPU: OpenCV's switch only where AVX-512 exists (elsewhere OpenCV warns on every import
-    that it cannot disable a feature it does not have, and runs its AVX2 kernels anyway)."""
+def wanted(has_avx512: bool | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """:data:`PIN` for this CPU, with :data:`STRICT_PIN` over it under ``A2GNN_NUMERICS=strict``. OpenCV's switch
+    only where AVX-512 exists (elsewhere OpenCV warns on every import that it cannot disable a feature it does not
+    have, and runs its AVX2 kernels anyway)."""
     values = dict(PIN)
+    if strict(environ):
+        values.update(STRICT_PIN)
     if not (cpu_has_avx512() if has_avx512 is None else has_avx512):
         values.pop("OPENCV_CPU_DISABLE")
     return values
+
+
+def adam_options(environ: Mapping[str, str] = os.environ) -> dict[str, bool]:
+    """Keyword arguments of ``torch.optim.Adam`` / ``AdamW`` in this numerics mode: ``fused=True`` under strict.
+
+    The default (for-loop) update takes its square root with ``torch.sqrt``, which torch hands to MKL's vector
+    math library; that result is not correctly rounded and moved between a native AMD Zen 3 and an emulated Intel
+    Haswell even under ``MKL_CBWR=COMPATIBLE`` (scripts/emulated_cpu_check.py). The fused update is ATen's own
+    vectorised loop (pinned to AVX2), whose square root is the exact instruction."""
+    return {"fused": True} if strict(environ) else {}
 
 
 def pin(environ: MutableMapping[str, str] = os.environ, machine: str | None = None) -> dict[str, str]:
@@ -98,7 +127,7 @@ def pin(environ: MutableMapping[str, str] = os.environ, machine: str | None = No
     """
     if not (enabled(environ) and applies(machine)):
         return {}
-    values = wanted()
+    values = wanted(environ=environ)
     environ.update(values)
     if environ is os.environ and strict(environ):  # this process: torch's own switches too, as soon as torch loads
         _on_torch_import(configure_torch)
@@ -106,11 +135,12 @@ def pin(environ: MutableMapping[str, str] = os.environ, machine: str | None = No
 
 
 def configure_torch(torch) -> None:
-    """torch's switches of the pin: convolutions without oneDNN and NNPACK.
+    """torch's switches of the strict pin: convolutions without oneDNN and NNPACK.
 
     Capped at AVX2, oneDNN's JIT convolutions still size their blocking, and with it the order in which they sum
-    over channels, from the CPU's cache sizes (measured: Zen 3 and Zen 4 trained different CAM bytes under the
-    environment pin alone). Without them torch convolves with im2col and BLAS (MKL, under ``MKL_CBWR``)."""
+    over channels, from the CPU's cache sizes (Zen 3 and Zen 4 trained different CAM bytes under the environment
+    pin alone; an emulated Haswell changes a dilated 3x3 convolution's output). Without them torch convolves with
+    im2col and BLAS (MKL, on its single code path under :data:`STRICT_PIN`)."""
     torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from a2gnn.core import distributed
+from a2gnn.core import distributed, numerics
 from a2gnn.core.config import Config
 from a2gnn.core.io import load_torch, save_torch
 from a2gnn.core.registry import Registry
@@ -144,13 +144,13 @@ def _sgd(groups: list[dict[str, Any]], lr: float, momentum: float, weight_decay:
 @OPTIMIZERS.register("adam")
 def _adam(groups: list[dict[str, Any]], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam, L2 weight decay added to the gradient (``momentum`` unused)."""
-    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, **numerics.adam_options())
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(groups: list[dict[str, Any]], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW, decoupled weight decay (``momentum`` unused)."""
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **numerics.adam_options())
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from torch import Tensor
 from a2gnn.gnn.consistency import CONSISTENCY_SCALES, box_prototypes, consistency_check
 from a2gnn.gnn.model import A2GNN, BatchedA2GNN, GNNConfig, draw_dropout_mask
 from a2gnn.graph.types import ImageGraph
+from a2gnn.core import numerics
 from a2gnn.core.io import IGNORE_INDEX
 from a2gnn.core.parallel import parallel_map
 from a2gnn.gnn.losses import (
@@ -143,7 +144,7 @@ def predict(forward: Forward, batch: GraphBatch) -> list[Tensor]:
 
 
 def _optimizer(params: Iterable[Tensor], cfg: GNNConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **numerics.adam_options())
 
 
 def train_a2gnn_single(graph: ImageGraph, cfg: GNNConfig, num_classes: int, device: torch.device | str = "cpu",

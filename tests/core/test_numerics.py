@@ -72,6 +72,29 @@ def test_opencv_switch_only_where_avx512_exists():
     assert without == {k: v for k, v in numerics.PIN.items() if k != "OPENCV_CPU_DISABLE"}
 
 
+def test_strict_pin_takes_mkl_single_code_path_and_fused_adam():
+    strict, default = {numerics.SWITCH: "strict"}, {}
+    assert numerics.wanted(has_avx512=False, environ=strict)["MKL_CBWR"] == "COMPATIBLE"
+    assert numerics.wanted(has_avx512=False, environ=default)["MKL_CBWR"] == numerics.PIN["MKL_CBWR"]
+    assert numerics.pin(env := dict(strict), machine="x86_64")["MKL_CBWR"] == "COMPATIBLE" == env["MKL_CBWR"]
+    assert numerics.adam_options(strict) == {"fused": True} and numerics.adam_options(default) == {}
+
+
+def test_optimizers_follow_the_numerics_mode(monkeypatch):
+    import torch
+
+    from a2gnn.core.training import build_optimizer
+    from a2gnn.gnn.model import GNNConfig
+    from a2gnn.gnn.train import _optimizer
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    for mode, fused in (("strict", True), ("", None)):
+        monkeypatch.setenv(numerics.SWITCH, mode)
+        for name in ("adam", "adamw"):
+            assert build_optimizer([{"params": params}], name, 0.1).defaults["fused"] is fused
+        assert _optimizer(params, GNNConfig()).defaults["fused"] is fused
+
+
 @x86_avx2
 def test_strict_pin_loads_torch_without_onednn_convolutions():
     code = "import a2gnn, torch; print(torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled())"
