@@ -46,7 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pseudo_labels_speed.py
 
 # Does this CPU compute the committed bytes? The cam stage under the pin and under A2GNN_NUMERICS=strict, against
-# scripts/numerics_reference.json (docs/pipeline.md, "The same bytes on any x86-64 CPU"); about 3 min on 2 cores
+# scripts/numerics_reference.json (docs/pipeline.md, "The same bytes on another x86-64 CPU"); about 4 min on 2 cores
 numerics-check: data
 	$(BIN)/python scripts/numerics_check.py
 

@@ -13,7 +13,7 @@ default numerics pin and once under ``A2GNN_NUMERICS=strict`` (a2gnn/core/numeri
 each output with the one recorded on the reference machine. Prints, per mode, the stage time and ``same bytes`` or
 ``other bytes``. ``same`` in the pinned mode means this machine reproduces ``dvc.lock`` from the CAM on; ``same``
 only under strict means strict is what makes results portable to this CPU. Nothing in the repository changes
-(except the reference file with ``--record``). About 3 minutes on 2 cores.
+(except the reference file with ``--record``). About 4 minutes on 2 cores.
 
 ``--lock`` instead compares every output a whole run recorded in a ``dvc.lock`` with the reference machine's whole
 run in that mode (``pinned_repro_outs``: the committed ``dvc.lock``; ``strict_repro_outs``: a run under
