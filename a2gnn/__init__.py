@@ -10,6 +10,6 @@ One module per paper concept: ``datasets`` (VOC/COCO readers, embedded default d
 
 from a2gnn.core import numerics as _numerics
 
-_numerics.pin()  # before torch, numpy or cv2 load: same bytes on any x86-64 CPU (a2gnn/core/numerics.py)
+_numerics.pin()  # before torch, numpy or cv2 load: kernels independent of the CPU level (a2gnn/core/numerics.py)
 
 __version__ = "0.1.0"

@@ -66,9 +66,15 @@ def probe(batch: int) -> dict:
     torch.manual_seed(0)
     model = build_cam_model(cfg, 21)
     layers: dict[str, str] = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            layers[name] = digest(output.detach().numpy())
+        return hook
+
     for name, module in model.named_modules():
         if name and not list(module.children()):
-            module.register_forward_hook(lambda m, i, o, name=name: layers.__setitem__(name, digest(o.detach().numpy())))
+            module.register_forward_hook(record(name))
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(batch, 3, cfg.crop_size, cfg.crop_size, generator=gen)
     target = (torch.rand(batch, model.num_foreground, generator=gen) > 0.8).float()

@@ -1,4 +1,4 @@
-"""Portable numerics: the same params and data give the same bytes on any x86-64 CPU with AVX2.
+"""Portable numerics: the same params and data give the same bytes on another x86-64 CPU with AVX2 (strict mode).
 
 torch, oneDNN, MKL, numpy's ufuncs, numpy's OpenBLAS and OpenCV each pick their kernels for the CPU they run
 on: an AVX-512 machine sums floats in another order than an AVX2 one, so trained weights, and every output

@@ -1,4 +1,4 @@
-"""a2gnn.core.numerics: the kernel pin that makes outputs the same bytes on any x86-64 CPU with AVX2.
+"""a2gnn.core.numerics: the kernel pin (same bytes whatever CPU level is forced) and its strict mode.
 
 The demonstration runs a small convolutional training and numpy's transcendental/BLAS functions in fresh
 processes: without the pin a forced other CPU level changes the bytes; with it, whatever the environment
