@@ -18,7 +18,8 @@ only under strict means strict is what makes results portable to this CPU. Nothi
 ``--lock`` instead compares every output a whole run recorded in a ``dvc.lock`` with the reference machine's whole
 run in that mode (``pinned_repro_outs``: the committed ``dvc.lock``; ``strict_repro_outs``: a run under
 ``A2GNN_NUMERICS=strict``), and lists the stages whose outputs differ; with ``--record`` it stores that lock's
-outputs as the reference's run in that mode.
+outputs as the reference's run in that mode. ``<mode>_repro_matched_on`` lists the other CPUs whose whole run in
+that mode gave every output the same bytes (written by hand after such a check).
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         differ = lock_differences(outs, reference[f"{args.mode}_repro_outs"])
         print(f"reference CPU: {reference['cpu']}; {args.mode} run")
+        for cpu in reference.get(f"{args.mode}_repro_matched_on", []):
+            print(f"  the same run matched it on: {cpu}")
         print(f"stages with other bytes: {', '.join(differ)}" if differ else "every output: same bytes")
         return 0
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:  # the committed dvc.lock's outputs are the pinned whole run; a strict one recorded for another
         pinned = lock_outs(yaml.safe_load((ROOT / "dvc.lock").read_text()))  # lock no longer belongs: dropped
         kept = {} if reference is None or reference.get("pinned_repro_outs") != pinned else {
-            k: v for k, v in reference.items() if k == "strict_repro_outs"}
+            k: v for k, v in reference.items() if k.startswith("strict_repro_")}
         REFERENCE.write_text(json.dumps({**found, "pinned_repro_outs": pinned, **kept}, indent=1) + "\n")
         print(f"wrote {REFERENCE.relative_to(ROOT)}" + ("" if kept or reference is None else
               "; dvc.lock changed, so the strict whole run's outputs were dropped (record them with --lock)"))

@@ -59,3 +59,22 @@ def test_lock_differences_lists_changed_and_missing_stages():
     reference = {"cam": {"outputs/cam": "1"}, "seeds": {"outputs/seeds/M_g": "3"}, "affinity": {"outputs/a": "4"}}
     assert check.lock_differences(found, reference) == ["seeds", "affinity"]
     assert check.lock_differences(found, {"cam": {"outputs/cam": "1"}}) == []
+
+
+def test_lock_mode_prints_the_verdict_and_the_cpus_that_matched(tmp_path, monkeypatch, capsys):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"stages": {"cam": {"outs": [{"path": "outputs/cam", "md5": "1"}]}}}))
+    reference = tmp_path / "reference.json"
+    import json
+
+    reference.write_text(json.dumps({"cpu": "CPU A", "strict_repro_outs": {"cam": {"outputs/cam": "1"}},
+                                     "strict_repro_matched_on": ["CPU B"]}))
+    monkeypatch.setattr(check, "REFERENCE", reference)
+    monkeypatch.setattr(check, "ROOT", tmp_path)
+    assert check.main(["--lock", str(lock), "--mode", "strict"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["reference CPU: CPU A; strict run", "  the same run matched it on: CPU B",
+                   "every output: same bytes"]
+    reference.write_text(json.dumps({"cpu": "CPU A", "strict_repro_outs": {"cam": {"outputs/cam": "2"}}}))
+    check.main(["--lock", str(lock), "--mode", "strict"])
+    assert capsys.readouterr().out.splitlines()[-1] == "stages with other bytes: cam"
