@@ -35,8 +35,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = {"pinned": "", "strict": "strict"}
-"""Mode name -> value of A2GNN_NUMERICS."""
+sys.path.insert(0, str(ROOT / "scripts"))
+from numerics_check import MODES  # noqa: E402  (mode name -> value of A2GNN_NUMERICS: one table for both checks)
 DEFAULT_CPUS = ("Haswell-v4", "EPYC-Milan")
 """QEMU models: an Intel AVX2 CPU (other vendor, other caches) and this project's reference CPU model."""
 QEMU = "qemu-x86_64"

@@ -4,7 +4,6 @@ commands, a stand-in backbone, and small single-image conveniences the tests com
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -113,13 +112,18 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tree_digest(root: Path) -> str:
-    """sha256 over the relative paths and bytes of every file under ``root`` (to prove a shared fixture unchanged)."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    """sha256 over the relative paths and bytes of every file under ``root`` (to prove a shared fixture unchanged):
+    ``scripts/numerics_check.py``'s digest, the one its tests check."""
+    return load_script("numerics_check").tree_digest(Path(root))
 
 
 SQUARE_DISC_CLASSES = ("background", "square", "disc")

@@ -7,18 +7,16 @@ emulated run is slow (about a minute), so the test is marked slow and skips wher
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 from a2gnn.core import numerics
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("emulated_cpu_check", ROOT / "scripts" / "emulated_cpu_check.py")
-check = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(check)
+check = load_script("emulated_cpu_check")
 
 
 def _probe(layers: dict[str, str], **parts: str) -> dict:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import yaml
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("numerics_check", ROOT / "scripts" / "numerics_check.py")
-check = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(check)
+check = load_script("numerics_check")
 
 
 def _tree(root: Path, files: dict[str, bytes]) -> Path:
