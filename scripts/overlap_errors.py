@@ -52,23 +52,25 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     paths = {name: prediction_paths(dataset, d) for name, d in args.labels}
     for i, image_id in enumerate(dataset.ids):
         ann = dataset.annotation(image_id)
+        preds = {}
         for name, _ in args.labels:
-            pred, gt = read_prediction(dataset, image_id, paths[name][i])
-            shape = pred.shape
-            scale = (shape[0] / ann.height, shape[1] / ann.width)
-            masks = box_masks(shape, ann.boxes, scale)
-            overlap = multi_class_overlap(masks, shape)
-            inside = np.logical_or.reduce(list(masks.values()))
+            preds[name], gt = read_prediction(dataset, image_id, paths[name][i])
+        shape = gt.shape  # every map at the ground truth's size (read_prediction checks it)
+        scale = (shape[0] / ann.height, shape[1] / ann.width)
+        masks = box_masks(shape, ann.boxes, scale)
+        overlap = multi_class_overlap(masks, shape)
+        inside = np.logical_or.reduce(list(masks.values()))
+        preds["smallest box"] = smallest_box_rule(
+            [(b.label, box_masks(shape, [b], scale)[b.label]) for b in ann.boxes], shape)
+        for name, pred in preds.items():
             right, judged = class_choice(pred, gt, overlap)
             choice[name][0] += right
             choice[name][1] += judged
+            if name == "smallest box":
+                continue
             cms[(name, "as is")].update(gt, pred)
             for kind, fixed in oracle_maps(pred, gt, overlap, inside).items():
                 cms[(name, kind)].update(gt, fixed)
-        rule = smallest_box_rule([(b.label, box_masks(shape, [b], scale)[b.label]) for b in ann.boxes], shape)
-        right, judged = class_choice(rule, gt, overlap)
-        choice["smallest box"][0] += right
-        choice["smallest box"][1] += judged
         objects += int(((gt != 0) & (gt != 255)).sum())
         in_overlap += int((overlap & (gt != 0) & (gt != 255)).sum())
     print(f"object pixels in multi-class box overlaps: {100.0 * in_overlap / max(objects, 1):.1f} %")

@@ -4,6 +4,7 @@ commands, a stand-in backbone, and small single-image conveniences the tests com
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -112,8 +113,9 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+@functools.lru_cache(maxsize=None)
 def load_script(name: str):
-    """``scripts/<name>.py`` as a module (the scripts are not a package)."""
+    """``scripts/<name>.py`` as a module (the scripts are not a package), loaded once."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
